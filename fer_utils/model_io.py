@@ -1,0 +1,187 @@
+"""Saving and loading models with their JSON model cards, atomically.
+
+A model file is written next to its final name and renamed into place, so a crash or a
+full disk never leaves a half-written model where a loader would find it. An ensemble
+file holds only its trained head; its card names the member files it is assembled from
+on load, so members' weights are never stored twice.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import os
+import platform
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import keras
+
+from .data import file_sha256
+from .models import build_ensemble, ensemble_parts
+
+CARD_SUFFIX = ".json"
+
+
+def card_path(model_path: str | os.PathLike) -> Path:
+    """Where a model's card lives: beside it, same name, ``.json``."""
+    return Path(model_path).with_suffix(CARD_SUFFIX)
+
+
+def save_model(model: keras.Model, path: str | os.PathLike, card: dict[str, Any] | None = None) -> Path:
+    """Save ``model`` (``.keras``) atomically, and its card beside it when given."""
+    path = _keras_path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_name(f".{path.stem}.{os.getpid()}.partial.keras")
+    try:
+        model.save(partial)
+        os.replace(partial, path)
+    finally:
+        partial.unlink(missing_ok=True)
+    if card is not None:
+        write_model_card(path, _with_file_facts(card, model, path))
+    return path
+
+
+def save_ensemble(
+    ensemble: keras.Model,
+    path: str | os.PathLike,
+    member_paths: list[str | os.PathLike],
+    card: dict[str, Any] | None = None,
+) -> Path:
+    """Save only the ensemble's head; the card lists the member files (relative paths)."""
+    path = _keras_path(path)
+    members, head = ensemble_parts(ensemble)
+    if len(members) != len(member_paths):
+        raise ValueError(f"the ensemble has {len(members)} members but {len(member_paths)} member paths were given")
+    relative = [os.path.relpath(Path(p).resolve(), path.parent.resolve()) for p in member_paths]
+    card = dict(card or {})
+    card["ensemble"] = {
+        "members": relative,
+        "member_sha256": [file_sha256(p) for p in member_paths],
+        "assembly": "load each member file, run them side by side on the same face, concatenate "
+        "their probabilities in this order and apply this file's head (fer_utils.model_io.load_model does it)",
+    }
+    save_model(head, path)
+    write_model_card(path, _with_file_facts(card, ensemble, path))
+    return path
+
+
+def load_model(path: str | os.PathLike, *, check_members: bool = True) -> keras.Model:
+    """Load a model in Keras safe mode; an ensemble is assembled from its members."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"no model file at '{path}'")
+    try:
+        model = keras.models.load_model(path, safe_mode=True, compile=False)
+    except Exception as error:  # zip, h5 and config errors all surface here
+        raise ValueError(f"'{path}' is not a loadable Keras model: {error}") from error
+    card = read_model_card(path, missing_ok=True)
+    if not card or "ensemble" not in card:
+        return model
+    members = []
+    for member, digest in zip(card["ensemble"]["members"], card["ensemble"].get("member_sha256", [])):
+        member_path = (path.parent / member).resolve()
+        if check_members and digest and member_path.is_file() and file_sha256(member_path) != digest:
+            raise ValueError(
+                f"ensemble '{path.name}' was trained on a different '{member}' than the one on disk; "
+                "retrain the ensemble after retraining a member"
+            )
+        members.append(load_model(member_path))
+    return build_ensemble(members, head=model, name=card.get("name", path.stem))
+
+
+def write_model_card(model_path: str | os.PathLike, card: dict[str, Any]) -> Path:
+    """Write the card JSON atomically beside the model."""
+    target = card_path(model_path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    handle, partial = tempfile.mkstemp(dir=target.parent, prefix=f".{target.stem}.", suffix=".partial")
+    try:
+        with os.fdopen(handle, "w") as stream:
+            json.dump(card, stream, indent=2, default=_jsonable)
+            stream.write("\n")
+        os.replace(partial, target)
+    finally:
+        Path(partial).unlink(missing_ok=True)
+    return target
+
+
+def read_model_card(model_path: str | os.PathLike, missing_ok: bool = False) -> dict[str, Any] | None:
+    target = card_path(model_path)
+    if not target.is_file():
+        if missing_ok:
+            return None
+        raise FileNotFoundError(f"no model card at '{target}'")
+    with open(target) as stream:
+        return json.load(stream)
+
+
+def library_versions() -> dict[str, str]:
+    """Versions that decide whether a number reproduces."""
+    import numpy
+    import sklearn
+    import tensorflow
+
+    return {
+        "python": platform.python_version(),
+        "tensorflow": tensorflow.__version__,
+        "keras": keras.__version__,
+        "numpy": numpy.__version__,
+        "scikit-learn": sklearn.__version__,
+    }
+
+
+def describe_weights(weights: str | os.PathLike | None) -> str:
+    """Where a model's initial weights came from, in words for the card and the README."""
+    if weights is None or weights in ("None", "none", ""):
+        return "random initialisation (weights=None): no ImageNet pretraining"
+    if weights == "imagenet":
+        return "ImageNet pretrained weights (keras.applications, weights='imagenet')"
+    return f"weights file {Path(weights).name} (sha256 {file_sha256(weights)[:16]}...)"
+
+
+def machine_description() -> dict[str, Any]:
+    import tensorflow as tf
+
+    gpus = tf.config.list_physical_devices("GPU")
+    return {
+        "platform": platform.platform(),
+        "processor": platform.processor() or platform.machine(),
+        "cpu_count": os.cpu_count(),
+        "gpus": [gpu.name for gpu in gpus],
+    }
+
+
+def now_iso() -> str:
+    return _dt.datetime.now(_dt.timezone.utc).replace(microsecond=0).isoformat()
+
+
+def _with_file_facts(card: dict[str, Any], model: keras.Model, path: Path) -> dict[str, Any]:
+    card = dict(card)
+    card.setdefault("name", path.stem)
+    card["file"] = path.name
+    card["file_size_bytes"] = path.stat().st_size
+    card["file_sha256"] = file_sha256(path)
+    card["parameters_total"] = int(model.count_params())
+    card.setdefault("saved_at", now_iso())
+    card.setdefault("versions", library_versions())
+    return card
+
+
+def _keras_path(path: str | os.PathLike) -> Path:
+    path = Path(path)
+    if path.suffix != ".keras":
+        raise ValueError(f"model files use the .keras format; got '{path.name}'")
+    return path
+
+
+def _jsonable(value: Any) -> Any:
+    """numpy scalars and arrays, paths and tuples in cards become plain JSON."""
+    if hasattr(value, "tolist"):
+        return value.tolist()
+    if isinstance(value, (Path, os.PathLike)):
+        return str(value)
+    if isinstance(value, (set, frozenset)):
+        return sorted(value)
+    raise TypeError(f"{type(value).__name__} is not JSON serialisable")

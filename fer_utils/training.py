@@ -1,0 +1,218 @@
+"""One training function for every model: compile, fit with the usual callbacks, resume.
+
+A run writes into its own work folder: a Keras ``CSVLogger`` history and a
+``BackupAndRestore`` checkpoint, so a killed run started again with the same folder
+resumes from its last finished epoch instead of from scratch.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import pandas as pd
+import keras
+import tensorflow as tf
+
+from .data import Split, balanced_class_weights
+from .pipeline import make_dataset
+
+OPTIMIZERS = ("adam", "rmsprop", "sgd", "adamw")
+
+
+@dataclass
+class TrainConfig:
+    """Everything about a training run that is not the model or the data."""
+
+    epochs: int = 30
+    batch_size: int = 64
+    optimizer: str = "adam"
+    learning_rate: float = 1e-3
+    momentum: float = 0.9  # sgd only
+    nesterov: bool = True  # sgd only
+    weight_decay: float = 0.0  # adamw only
+    label_smoothing: float = 0.0
+    class_weights: bool = False
+    early_stopping_patience: int | None = 5
+    reduce_lr_patience: int | None = 3
+    reduce_lr_factor: float = 0.5
+    min_learning_rate: float = 1e-6
+    monitor: str = "val_accuracy"
+    seed: int = 42
+    mixed_precision: bool = False  # bfloat16 compute; worth it on CPUs with AVX512_BF16 and on GPUs
+    verbose: int = 2
+
+    def __post_init__(self) -> None:
+        if self.optimizer not in OPTIMIZERS:
+            raise ValueError(f"optimizer must be one of {', '.join(OPTIMIZERS)}, got '{self.optimizer}'")
+        if self.epochs < 1 or self.batch_size < 1:
+            raise ValueError(f"epochs and batch_size must be positive, got {self.epochs} and {self.batch_size}")
+        if not self.learning_rate > 0:
+            raise ValueError(f"learning_rate must be positive, got {self.learning_rate}")
+        if not 0 <= self.label_smoothing < 1:
+            raise ValueError(f"label_smoothing must be in [0, 1), got {self.label_smoothing}")
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass
+class TrainResult:
+    model: keras.Model
+    history: pd.DataFrame
+    duration_s: float
+    epochs_run: int
+    best_epoch: int | None
+    resumed: bool
+    log_csv: Path
+    notes: list[str] = field(default_factory=list)
+
+    def summary(self) -> dict[str, Any]:
+        """The training facts a model card records."""
+        best = None
+        if self.best_epoch is not None and not self.history.empty:
+            row = self.history.iloc[self.best_epoch - 1]
+            best = {k: float(v) for k, v in row.items() if k != "epoch"}
+        return {
+            "duration_s": round(self.duration_s, 1),
+            "epochs_run": self.epochs_run,
+            "best_epoch": self.best_epoch,
+            "best_epoch_metrics": best,
+            "resumed": self.resumed,
+            "notes": self.notes,
+        }
+
+
+def make_optimizer(config: TrainConfig) -> keras.optimizers.Optimizer:
+    if config.optimizer == "adam":
+        return keras.optimizers.Adam(config.learning_rate)
+    if config.optimizer == "adamw":
+        return keras.optimizers.AdamW(config.learning_rate, weight_decay=config.weight_decay)
+    if config.optimizer == "rmsprop":
+        return keras.optimizers.RMSprop(config.learning_rate)
+    return keras.optimizers.SGD(config.learning_rate, momentum=config.momentum, nesterov=config.nesterov)
+
+
+def compile_model(model: keras.Model, config: TrainConfig) -> keras.Model:
+    """Sparse cross-entropy, or categorical with label smoothing (which needs one-hot labels)."""
+    if config.label_smoothing:
+        loss = keras.losses.CategoricalCrossentropy(label_smoothing=config.label_smoothing)
+    else:
+        loss = keras.losses.SparseCategoricalCrossentropy()
+    model.compile(optimizer=make_optimizer(config), loss=loss, metrics=["accuracy"])
+    return model
+
+
+def distribution_strategy() -> tf.distribute.Strategy:
+    """Mirror across GPUs when there are several; the default strategy otherwise."""
+    gpus = tf.config.list_logical_devices("GPU")
+    if len(gpus) > 1:
+        return tf.distribute.MirroredStrategy()
+    return tf.distribute.get_strategy()
+
+
+@contextlib.contextmanager
+def precision_policy(mixed: bool):
+    """Build layers under ``mixed_bfloat16`` for the block, then restore the old policy."""
+    previous = keras.mixed_precision.global_policy()
+    if mixed:
+        keras.mixed_precision.set_global_policy("mixed_bfloat16")
+    try:
+        yield
+    finally:
+        keras.mixed_precision.set_global_policy(previous)
+
+
+def train_model(
+    model: keras.Model | Callable[[], keras.Model],
+    train: Split,
+    val: Split,
+    config: TrainConfig,
+    work_dir: str | os.PathLike,
+    *,
+    augmentation: keras.layers.Layer | None = None,
+    extra_callbacks: list[keras.callbacks.Callback] | None = None,
+) -> TrainResult:
+    """Fit ``model`` (or build it from a factory, inside the distribution scope) on a split.
+
+    Uses EarlyStopping on ``config.monitor`` restoring the best weights, ReduceLROnPlateau,
+    CSVLogger and BackupAndRestore; class weights and label smoothing are options.
+    Calling it again with the same ``work_dir`` after a crash resumes the run.
+    """
+    work_dir = Path(work_dir)
+    work_dir.mkdir(parents=True, exist_ok=True)
+    keras.utils.set_random_seed(config.seed)
+    strategy = distribution_strategy()
+    with strategy.scope():
+        if callable(model) and not isinstance(model, keras.Model):
+            with precision_policy(config.mixed_precision):
+                model = model()
+        compile_model(model, config)
+    num_classes = int(model.output.shape[-1])
+    _check_labels(train, num_classes, "train")
+    _check_labels(val, num_classes, "val")
+
+    one_hot = num_classes if config.label_smoothing else None
+    train_data = make_dataset(
+        train.images, train.labels, config.batch_size, training=True,
+        augmentation=augmentation, num_classes=one_hot, seed=config.seed,
+    )
+    val_data = make_dataset(val.images, val.labels, config.batch_size, num_classes=one_hot)
+    class_weight = balanced_class_weights(train.labels, num_classes) if config.class_weights else None
+
+    backup_dir = work_dir / "backup"
+    resumed = backup_dir.exists() and any(backup_dir.iterdir())
+    log_csv = work_dir / "history.csv"
+    callbacks = [
+        keras.callbacks.BackupAndRestore(str(backup_dir), delete_checkpoint=True),
+        keras.callbacks.CSVLogger(str(log_csv), append=resumed),
+    ]
+    if config.reduce_lr_patience:
+        callbacks.append(keras.callbacks.ReduceLROnPlateau(
+            monitor=config.monitor, factor=config.reduce_lr_factor, patience=config.reduce_lr_patience,
+            min_lr=config.min_learning_rate, verbose=1 if config.verbose else 0,
+        ))
+    if config.early_stopping_patience:
+        callbacks.append(keras.callbacks.EarlyStopping(
+            monitor=config.monitor, patience=config.early_stopping_patience, restore_best_weights=True,
+            verbose=1 if config.verbose else 0,
+        ))
+    callbacks.extend(extra_callbacks or [])
+
+    started = time.perf_counter()
+    keras_history = model.fit(
+        train_data, validation_data=val_data, epochs=config.epochs, class_weight=class_weight,
+        callbacks=callbacks, verbose=config.verbose,
+    )
+    duration = time.perf_counter() - started
+    history = pd.read_csv(log_csv) if log_csv.exists() else pd.DataFrame(keras_history.history)
+    best_epoch = _best_epoch(history, config.monitor)
+    notes = []
+    if resumed:
+        notes.append(f"resumed from the backup in {backup_dir}; duration counts only the resumed part")
+    shutil.rmtree(backup_dir, ignore_errors=True)
+    return TrainResult(model, history, duration, len(history), best_epoch, resumed, log_csv, notes)
+
+
+def _best_epoch(history: pd.DataFrame, monitor: str) -> int | None:
+    if history.empty or monitor not in history:
+        return None
+    values = history[monitor].to_numpy()
+    index = int(np.nanargmin(values) if "loss" in monitor else np.nanargmax(values))
+    return index + 1
+
+
+def _check_labels(split: Split, num_classes: int, name: str) -> None:
+    if len(split) == 0:
+        raise ValueError(f"the {name} split is empty")
+    if split.labels.min() < 0 or split.labels.max() >= num_classes:
+        raise ValueError(
+            f"{name} labels run from {split.labels.min()} to {split.labels.max()} but the model has "
+            f"{num_classes} outputs; build the model with num_classes={split.labels.max() + 1}?"
+        )

@@ -1,0 +1,176 @@
+"""End to end: the pipeline learns synthetic faces; runs resume; saving is atomic."""
+
+from __future__ import annotations
+
+import numpy as np
+import keras
+import pytest
+
+from synthetic import CLASS_NAMES_7
+
+from fer_utils import model_io, models
+from fer_utils.data import Split
+from fer_utils.evaluation import evaluate_model
+from fer_utils.pipeline import build_augmentation, make_dataset
+from fer_utils.training import TrainConfig, train_model
+
+
+def test_scratch_cnn_learns_synthetic_faces(synthetic_splits, tmp_path):
+    config = TrainConfig(epochs=8, batch_size=32, optimizer="adam", learning_rate=1e-3, verbose=0, seed=1)
+    result = train_model(
+        lambda: models.build_scratch_cnn(7, filters=(16, 32, 64), dense_units=(64,), dropout=0.2),
+        synthetic_splits["train"], synthetic_splits["val"], config, tmp_path / "run",
+        augmentation=build_augmentation(rotation=5, shift=0.05, flip=True, seed=1),
+    )
+    test = synthetic_splits["test"]
+    evaluation = evaluate_model(result.model, test.images, test.labels, CLASS_NAMES_7, tta=True)
+    # Chance is 1/7 = 0.14 on held-out faces the model never saw.
+    assert evaluation.metrics["plain"]["accuracy"] > 0.6, evaluation.summary()
+    assert evaluation.metrics["tta"]["accuracy"] > 0.6
+    assert evaluation.metrics["plain"]["macro_f1"] > 0.5
+    assert list(result.history.columns[:1]) == ["epoch"] and len(result.history) == result.epochs_run
+    assert result.history["val_accuracy"].max() > 0.5
+    assert (tmp_path / "run" / "history.csv").exists()
+    assert not (tmp_path / "run" / "backup").exists(), "a finished run leaves no backup behind"
+
+
+class _Crash(keras.callbacks.Callback):
+    """Kills training after a given epoch, like a machine that loses power."""
+
+    def __init__(self, after_epoch: int):
+        super().__init__()
+        self.after_epoch = after_epoch
+
+    def on_epoch_end(self, epoch, logs=None):
+        if epoch + 1 == self.after_epoch:
+            raise KeyboardInterrupt("simulated crash")
+
+
+def test_killed_run_resumes_from_its_last_epoch(synthetic_splits, tmp_path):
+    config = TrainConfig(epochs=4, batch_size=64, verbose=0, early_stopping_patience=None, reduce_lr_patience=None)
+    build = lambda: models.build_scratch_cnn(7, filters=(8,), dense_units=(16,))  # noqa: E731
+    with pytest.raises(KeyboardInterrupt):
+        train_model(build, synthetic_splits["train"], synthetic_splits["val"], config, tmp_path, extra_callbacks=[_Crash(2)])
+    assert (tmp_path / "backup").exists()
+
+    seen_epochs = []
+    recorder = keras.callbacks.LambdaCallback(on_epoch_begin=lambda epoch, logs: seen_epochs.append(epoch))
+    result = train_model(build, synthetic_splits["train"], synthetic_splits["val"], config, tmp_path, extra_callbacks=[recorder])
+    assert result.resumed
+    assert seen_epochs == [2, 3], "the resumed run must not repeat finished epochs"
+    assert result.history["epoch"].tolist() == [0, 1, 2, 3]
+    assert not (tmp_path / "backup").exists()
+
+
+def test_label_smoothing_class_weights_and_sgd(synthetic_splits, tmp_path):
+    config = TrainConfig(
+        epochs=2, batch_size=64, optimizer="sgd", learning_rate=0.01, label_smoothing=0.1,
+        class_weights=True, verbose=0,
+    )
+    result = train_model(
+        lambda: models.build_scratch_cnn(7, filters=(8, 16), dense_units=(16,)),
+        synthetic_splits["train"], synthetic_splits["val"], config, tmp_path,
+    )
+    assert isinstance(result.model.loss, keras.losses.CategoricalCrossentropy)
+    assert result.model.optimizer.nesterov
+    assert np.isfinite(result.history["loss"]).all()
+
+
+def test_mixed_precision_builds_bfloat16_layers_and_float32_output(synthetic_splits, tmp_path):
+    config = TrainConfig(epochs=1, batch_size=64, verbose=0, mixed_precision=True)
+    result = train_model(
+        lambda: models.build_scratch_cnn(7, filters=(8,), dense_units=(16,)),
+        synthetic_splits["train"], synthetic_splits["val"], config, tmp_path,
+    )
+    assert result.model.get_layer("stage1_conv1").compute_dtype == "bfloat16"
+    assert result.model.get_layer("predictions").compute_dtype == "float32"
+    assert keras.mixed_precision.global_policy().name == "float32", "the global policy is restored"
+
+
+def test_labels_outside_the_model_are_refused(synthetic_splits, tmp_path):
+    train = synthetic_splits["train"]
+    with pytest.raises(ValueError, match="labels run from 0 to 6 but the model has 4 outputs"):
+        train_model(models.build_scratch_cnn(4), train, train, TrainConfig(epochs=1, verbose=0), tmp_path)
+
+
+def test_config_errors_are_clear():
+    with pytest.raises(ValueError, match="optimizer must be one of"):
+        TrainConfig(optimizer="lbfgs")
+    with pytest.raises(ValueError, match="label_smoothing"):
+        TrainConfig(label_smoothing=1.5)
+
+
+def test_pipeline_batches_augments_and_one_hots(synthetic_splits):
+    split: Split = synthetic_splits["val"]
+    plain = make_dataset(split.images, split.labels, batch_size=10)
+    x, y = next(iter(plain))
+    assert x.dtype == "float32" and x.shape == (10, 48, 48, 1) and y.shape == (10,)
+    np.testing.assert_array_equal(x.numpy(), split.images[:10].astype("float32"))
+
+    augment = build_augmentation(rotation=15, shift=0.15, zoom=0.15, flip=True, seed=0)
+    augmented = make_dataset(split.images, split.labels, 10, training=True, augmentation=augment, num_classes=7, seed=0)
+    xa, ya = next(iter(augmented))
+    assert ya.shape == (10, 7) and np.allclose(ya.numpy().sum(axis=1), 1)
+    assert xa.numpy().min() >= 0 and xa.numpy().max() <= 255
+    total = sum(int(b[0].shape[0]) for b in augmented)
+    assert total == len(split)
+    assert build_augmentation(flip=False) is None
+    with pytest.raises(ValueError, match="fractions of the image"):
+        build_augmentation(shift=15)
+    with pytest.raises(ValueError, match="rotation must be >= 0"):
+        build_augmentation(rotation=-5)
+
+
+def _pattern() -> np.ndarray:
+    image = np.zeros((1, 48, 48, 1), np.float32)
+    image[0, 10:20, 5:15] = 255.0  # a bright square left of centre
+    return image
+
+
+def test_random_affine_flip_mirrors_and_rotation_keeps_the_centre():
+    from fer_utils.pipeline import RandomAffine
+
+    image = _pattern()
+    flips = [RandomAffine(flip=True, seed=s)(image, training=True).numpy() for s in range(12)]
+    mirrored = image[:, :, ::-1]
+    assert any(np.allclose(f, mirrored) for f in flips) and any(np.allclose(f, image) for f in flips)
+    assert np.array_equal(RandomAffine(rotation=30, flip=False)(image, training=False), image)
+
+    centre = np.zeros((1, 48, 48, 1), np.float32)
+    centre[0, 20:28, 20:28] = 255.0
+    rotated = RandomAffine(rotation=30, flip=False, seed=3)(centre, training=True).numpy()
+    assert rotated[0, 23:25, 23:25].min() > 200, "rotation is about the image centre"
+
+    shifted = RandomAffine(shift=0.2, flip=False, seed=5)(image, training=True).numpy()
+    assert not np.allclose(shifted, image)
+    # A shift moves the square; it neither grows nor vanishes (nearest fill only repeats the dark border).
+    assert abs((shifted > 127).sum() - (image > 127).sum()) <= 0.35 * (image > 127).sum()
+
+
+def test_save_is_atomic_when_writing_fails(tmp_path, monkeypatch):
+    model = models.build_scratch_cnn(7, filters=(8,), dense_units=(8,))
+    target = tmp_path / "model.keras"
+    model_io.save_model(model, target, {"name": "model"})
+    original = target.read_bytes()
+
+    def full_disk(self, path, *args, **kwargs):
+        with open(path, "wb") as handle:
+            handle.write(b"PK\x03\x04 half a zip")
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(keras.Model, "save", full_disk)
+    with pytest.raises(OSError, match="No space left"):
+        model_io.save_model(model, target, {"name": "model"})
+    assert target.read_bytes() == original, "the previous model is untouched"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model.json", "model.keras"], "no partial file left"
+
+
+def test_load_model_errors_are_clear(tmp_path):
+    with pytest.raises(FileNotFoundError, match="no model file"):
+        model_io.load_model(tmp_path / "missing.keras")
+    junk = tmp_path / "junk.keras"
+    junk.write_bytes(b"not a zip")
+    with pytest.raises(ValueError, match="is not a loadable Keras model"):
+        model_io.load_model(junk)
+    with pytest.raises(ValueError, match="use the .keras format"):
+        model_io.save_model(models.build_scratch_cnn(7), tmp_path / "model.h5")
