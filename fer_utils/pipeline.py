@@ -97,14 +97,16 @@ def make_dataset(
 ) -> tf.data.Dataset:
     """Batches of (float32 0-255 faces, labels) ready for ``fit``/``evaluate``.
 
+    Feature vectors (N, D), such as the ensemble's member probabilities, work too.
+
     ``training`` shuffles every epoch and applies ``augmentation``; ``num_classes`` turns
     labels into one-hot vectors (needed for label smoothing).
     """
     images = np.asarray(images)
     if images.ndim == 3:
         images = images[..., None]
-    if images.ndim != 4 or images.shape[-1] != 1:
-        raise ValueError(f"images must be shaped (N, H, W, 1) or (N, H, W), got {images.shape}")
+    if images.ndim not in (2, 4):
+        raise ValueError(f"images must be shaped (N, H, W, 1) or (N, H, W) (or features (N, D)), got {images.shape}")
     labels = np.asarray(labels, dtype=np.int64)
     if len(images) != len(labels):
         raise ValueError(f"{len(images)} images but {len(labels)} labels")

@@ -216,3 +216,31 @@ def _check_labels(split: Split, num_classes: int, name: str) -> None:
             f"{name} labels run from {split.labels.min()} to {split.labels.max()} but the model has "
             f"{num_classes} outputs; build the model with num_classes={split.labels.max() + 1}?"
         )
+
+
+def train_ensemble_head(
+    members: list[keras.Model],
+    train: Split,
+    val: Split,
+    config: TrainConfig,
+    work_dir: str | os.PathLike,
+) -> TrainResult:
+    """Train only the ensemble's head, on the frozen members' probabilities computed once.
+
+    The members are frozen and the ensemble uses no augmentation, so this equals training
+    the assembled model end to end, at the cost of one forward pass per member per face
+    instead of one per epoch. The returned result's model is the assembled ensemble.
+    """
+    from .evaluation import predict_proba
+    from .models import build_ensemble, build_ensemble_head
+
+    def features(split: Split) -> Split:
+        probabilities = [predict_proba(member, split.images, batch_size=config.batch_size * 4) for member in members]
+        return Split(np.concatenate(probabilities, axis=1), split.labels)
+
+    num_classes = int(members[0].output.shape[-1])
+    result = train_model(
+        lambda: build_ensemble_head(len(members), num_classes), features(train), features(val), config, work_dir
+    )
+    result.model = build_ensemble(members, head=result.model)
+    return result

@@ -1,0 +1,106 @@
+"""Side-by-side comparison of trained models from their cards and saved predictions."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Mapping, Sequence
+
+import numpy as np
+import pandas as pd
+from matplotlib.figure import Figure
+
+from .evaluation import plot_confusion_matrix
+
+MODEL_ORDER = ("scratch_cnn", "resnet50", "mobilenetv2", "inceptionv3", "ensemble")
+
+
+def collect_cards(models_dir: str | os.PathLike) -> dict[str, dict]:
+    """Every model card (``<name>.json`` beside ``<name>.keras``) in a folder, in study order."""
+    models_dir = Path(models_dir)
+    cards = {}
+    for card_file in sorted(models_dir.glob("*.json")):
+        if not card_file.with_suffix(".keras").exists():
+            continue
+        with open(card_file) as stream:
+            card = json.load(stream)
+        cards[card.get("name", card_file.stem)] = card
+    order = {name: i for i, name in enumerate(MODEL_ORDER)}
+    return dict(sorted(cards.items(), key=lambda item: (order.get(item[1].get("kind"), 99), item[0])))
+
+
+def results_table(cards: Mapping[str, dict], split: str = "test") -> pd.DataFrame:
+    """Accuracy and macro-F1 (plain and flip-TTA), size, parameters and training time."""
+    rows = []
+    for name, card in cards.items():
+        metrics = card.get("metrics", {}).get(split, {})
+        plain, tta = metrics.get("plain", {}), metrics.get("tta", {})
+        rows.append({
+            "model": card.get("display_name", name),
+            "accuracy": plain.get("accuracy"),
+            "macro_f1": plain.get("macro_f1"),
+            "accuracy_tta": tta.get("accuracy"),
+            "macro_f1_tta": tta.get("macro_f1"),
+            "parameters": card.get("parameters_total"),
+            "size_mb": round(card.get("file_size_bytes", 0) / 1e6, 1),
+            "training_min": round(card.get("training", {}).get("duration_s", 0) / 60, 1),
+            "weights": card.get("weights_source", ""),
+        })
+    return pd.DataFrame(rows).set_index("model") if rows else pd.DataFrame()
+
+
+def agreement_matrix(predictions: Mapping[str, np.ndarray]) -> pd.DataFrame:
+    """Fraction of faces on which each pair of models predicts the same class."""
+    names = list(predictions)
+    lengths = {len(p) for p in predictions.values()}
+    if len(lengths) > 1:
+        raise ValueError(f"predictions cover different numbers of faces: {sorted(lengths)}")
+    matrix = np.array([[np.mean(predictions[a] == predictions[b]) for b in names] for a in names])
+    return pd.DataFrame(matrix, index=names, columns=names)
+
+
+def plot_agreement(matrix: pd.DataFrame, title: str = "Per-image agreement between models") -> Figure:
+    figure = Figure(figsize=(1.2 * len(matrix) + 2, 1.0 * len(matrix) + 1.5), layout="constrained")
+    ax = figure.add_subplot()
+    image = ax.imshow(matrix.to_numpy(), vmin=0, vmax=1, cmap="viridis")
+    ax.set_xticks(range(len(matrix)), labels=matrix.columns, rotation=30, ha="right")
+    ax.set_yticks(range(len(matrix)), labels=matrix.index)
+    for i in range(len(matrix)):
+        for j in range(len(matrix)):
+            value = matrix.iat[i, j]
+            ax.text(j, i, f"{value:.2f}", ha="center", va="center", color="white" if value < 0.6 else "black")
+    figure.colorbar(image, ax=ax, shrink=0.8)
+    ax.set_title(title)
+    return figure
+
+
+def plot_confusion_matrices(metrics_by_model: Mapping[str, dict], class_names: Sequence[str], normalize: bool = True) -> Figure:
+    """One row-normalised confusion matrix per model, side by side."""
+    n = len(metrics_by_model)
+    figure = Figure(figsize=(4.2 * n, 4.2), layout="constrained")
+    axes = figure.subplots(1, n, squeeze=False)[0]
+    for ax, (name, metrics) in zip(axes, metrics_by_model.items()):
+        plot_confusion_matrix(metrics["confusion_matrix"], class_names, normalize=normalize, title=name, ax=ax)
+    return figure
+
+
+def fixes_and_breaks(labels: np.ndarray, member_predictions: Mapping[str, np.ndarray], ensemble_prediction: np.ndarray) -> pd.DataFrame:
+    """Per member: faces the ensemble gets right that the member got wrong, and the reverse."""
+    ensemble_right = ensemble_prediction == labels
+    rows = []
+    for name, prediction in member_predictions.items():
+        member_right = prediction == labels
+        rows.append({
+            "member": name,
+            "member_accuracy": float(member_right.mean()),
+            "ensemble_fixes": int((ensemble_right & ~member_right).sum()),
+            "ensemble_breaks": int((~ensemble_right & member_right).sum()),
+        })
+    rows.append({
+        "member": "any member right",
+        "member_accuracy": float(np.any([p == labels for p in member_predictions.values()], axis=0).mean()),
+        "ensemble_fixes": None,
+        "ensemble_breaks": None,
+    })
+    return pd.DataFrame(rows).set_index("member")

@@ -1,0 +1,160 @@
+"""What the notebooks share around a training run: paths, model cards, predictions, results.
+
+A notebook trains and evaluates with :mod:`fer_utils.training` and
+:mod:`fer_utils.evaluation`; this module turns the outcome into files other notebooks,
+the batch runner and the demo read: ``<name>.keras`` + ``<name>.json`` (the model card),
+``<name>_predictions.npz`` and figures under a reports folder.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .data import FerDataset, load_dataset
+from .model_io import describe_weights, library_versions, machine_description, now_iso
+
+#: The batch runner sets this to the file where a notebook records its key result.
+RESULT_FILE_ENV = "FER_LAB_RESULT_FILE"
+
+DISPLAY_NAMES = {
+    "scratch_cnn": "Scratch CNN",
+    "resnet50": "ResNet50",
+    "mobilenetv2": "MobileNetV2",
+    "inceptionv3": "InceptionV3",
+    "ensemble": "Ensemble",
+}
+
+
+def project_root() -> Path:
+    """The checkout holding ``notebooks/``; notebooks and plans give paths relative to it."""
+    candidate = Path(__file__).resolve().parents[1]
+    return candidate if (candidate / "notebooks").is_dir() else Path.cwd()
+
+
+def resolve_path(path: str | os.PathLike) -> Path:
+    """Absolute paths stay; relative ones are taken from the project root, not the cwd."""
+    path = Path(path).expanduser()
+    return path if path.is_absolute() else project_root() / path
+
+
+def resolve_data_path(data_path: str | os.PathLike | None) -> Path:
+    """An explicit data path, or ``FER2013_CSV`` when none is given."""
+    value = str(data_path or "") or os.environ.get("FER2013_CSV", "")
+    if not value:
+        raise ValueError(
+            "No FER2013 data given: set the notebook's data_path parameter or the FER2013_CSV "
+            "environment variable to fer2013.csv(.gz) or an image-folder root."
+        )
+    return resolve_path(value)
+
+
+def load_data(
+    data_path: str | os.PathLike | None,
+    class_set: int | str = 7,
+    limit: int | None = None,
+    seed: int = 42,
+    ferplus_csv: str | os.PathLike | None = None,
+) -> FerDataset:
+    """Load, subsample for quick runs (``limit`` images per split, 0 = all) and report."""
+    dataset = load_dataset(
+        resolve_data_path(data_path), class_set, seed=seed,
+        ferplus_csv=resolve_path(ferplus_csv) if ferplus_csv else None,
+    )
+    dataset = dataset.subsample(limit or None, seed)
+    print(dataset.summary())
+    return dataset
+
+
+def model_card(
+    name: str,
+    kind: str,
+    *,
+    dataset: FerDataset,
+    parameters: dict[str, Any],
+    weights: str | None,
+    metrics: dict[str, Any],
+    training: dict[str, Any] | None = None,
+    notes: list[str] | None = None,
+) -> dict[str, Any]:
+    """The JSON record beside a model: recipe, data, metrics, time, versions, provenance."""
+    return {
+        "name": name,
+        "kind": kind,
+        "display_name": DISPLAY_NAMES.get(kind, name),
+        "class_names": list(dataset.class_names),
+        "input": "batch of 48x48x1 grayscale faces, raw 0-255 values (float32)",
+        "weights_source": describe_weights(weights),
+        "parameters": parameters,
+        "data": {
+            "source": Path(dataset.source).name,
+            "sha256": dataset.checksum,
+            "split_sizes": dataset.split_sizes(),
+            "dropped": dataset.dropped,
+            "notes": dataset.notes,
+        },
+        "metrics": metrics,
+        "training": training or {},
+        "machine": machine_description(),
+        "versions": library_versions(),
+        "created": now_iso(),
+        "notes": notes or [],
+    }
+
+
+def save_predictions(
+    path: str | os.PathLike,
+    labels: np.ndarray,
+    proba: np.ndarray,
+    proba_tta: np.ndarray | None,
+    class_names: tuple[str, ...] | list[str],
+    split: str = "test",
+) -> Path:
+    """Test-set probabilities, so comparison notebooks need not run every model again."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    arrays = {"labels": np.asarray(labels), "proba": np.asarray(proba, np.float32),
+              "class_names": np.asarray(class_names), "split": np.asarray(split)}
+    if proba_tta is not None:
+        arrays["proba_tta"] = np.asarray(proba_tta, np.float32)
+    partial = path.with_name(f".{path.stem}.{os.getpid()}.partial.npz")
+    np.savez_compressed(partial, **arrays)
+    os.replace(partial, path)
+    return path
+
+
+def load_predictions(path: str | os.PathLike) -> dict[str, np.ndarray]:
+    with np.load(path, allow_pickle=False) as stored:
+        return {key: stored[key] for key in stored.files}
+
+
+def predictions_path(output_dir: str | os.PathLike, name: str) -> Path:
+    return Path(output_dir) / f"{name}_predictions.npz"
+
+
+def record_result(key_metric: str, value: float | None, outputs: list[str | os.PathLike] | None = None, **extra) -> dict:
+    """Tell the batch runner (if any) this notebook's key metric and the files it wrote."""
+    result = {"key_metric": key_metric, "value": value, "outputs": [str(p) for p in outputs or []], **extra}
+    target = os.environ.get(RESULT_FILE_ENV)
+    if target:
+        Path(target).parent.mkdir(parents=True, exist_ok=True)
+        Path(target).write_text(json.dumps(result, indent=2, default=str))
+    print(f"{key_metric}: {value}")
+    return result
+
+
+class Stopwatch:
+    """Wall time of a block, for model cards and progress lines."""
+
+    def __enter__(self) -> "Stopwatch":
+        self.started = time.perf_counter()
+        self.seconds = 0.0
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.seconds = time.perf_counter() - self.started

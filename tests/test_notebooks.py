@@ -1,0 +1,157 @@
+"""The notebooks and the batch runner: hygiene, the whole smoke plan, failures and typos."""
+
+from __future__ import annotations
+
+import ast
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import papermill
+import pytest
+
+from synthetic import synthetic_faces, write_fer_csv
+
+from fer_utils.model_io import load_model, read_model_card
+
+ROOT = Path(__file__).resolve().parents[1]
+NOTEBOOKS = sorted((ROOT / "notebooks").glob("*.ipynb"))
+EXPECTED = [
+    "00_data_exploration", "01_scratch_cnn", "02_resnet50", "03_mobilenetv2",
+    "04_inceptionv3", "05_ensemble", "06_compare_models",
+]
+
+
+def _batch(*args: str, timeout: int = 1500) -> subprocess.CompletedProcess:
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "PYTHONUNBUFFERED": "1"}
+    return subprocess.run(
+        [sys.executable, "-m", "fer_utils.batch", *args, "--no-progress"],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout,
+    )
+
+
+def test_every_notebook_is_there_in_reading_order():
+    assert [p.stem for p in NOTEBOOKS] == EXPECTED
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
+def test_committed_notebook_has_no_outputs_and_one_literal_parameters_cell(path):
+    notebook = json.loads(path.read_text())
+    code_cells = [c for c in notebook["cells"] if c["cell_type"] == "code"]
+    assert all(c["outputs"] == [] and c["execution_count"] is None for c in code_cells), "clear the outputs before committing"
+    tagged = [c for c in notebook["cells"] if "parameters" in c.get("metadata", {}).get("tags", [])]
+    assert len(tagged) == 1
+    source = "".join(tagged[0]["source"])
+    names = []
+    for statement in ast.parse(source).body:
+        assert isinstance(statement, ast.Assign), f"only assignments in the parameters cell: {ast.unparse(statement)}"
+        ast.literal_eval(statement.value)  # raises on anything but a literal
+        names.append(statement.targets[0].id)
+    # papermill must see every parameter, or a plan could not set it.
+    assert sorted(papermill.inspect_notebook(str(path))) == sorted(names)
+
+
+@pytest.fixture(scope="module")
+def synthetic_csv(tmp_path_factory) -> Path:
+    """A small FER2013-format CSV of synthetic faces, all seven classes in every split."""
+    images, labels, usages = [], [], []
+    for usage, n_per_class, seed in (("Training", 40, 11), ("PublicTest", 10, 12), ("PrivateTest", 10, 13)):
+        x, y = synthetic_faces(n_per_class, seed=seed)
+        images.append(x)
+        labels.append(y)
+        usages += [usage] * len(y)
+    path = tmp_path_factory.mktemp("data") / "synthetic_fer.csv"
+    return write_fer_csv(path, np.concatenate(images), np.concatenate(labels), usages)
+
+
+@pytest.fixture(scope="module")
+def smoke_run(synthetic_csv, tmp_path_factory) -> tuple[subprocess.CompletedProcess, Path]:
+    runs = tmp_path_factory.mktemp("runs")
+    completed = _batch("smoke", "--data", str(synthetic_csv), "--runs-dir", str(runs))
+    run_dirs = list(runs.iterdir())
+    assert len(run_dirs) == 1, completed.stdout + completed.stderr
+    return completed, run_dirs[0]
+
+
+def test_smoke_plan_runs_all_seven_notebooks(smoke_run):
+    completed, run_dir = smoke_run
+    assert completed.returncode == 0, completed.stdout[-3000:] + completed.stderr[-3000:]
+    summary = pd.read_csv(run_dir / "summary.csv")
+    assert summary["notebook"].tolist() == [f"{name}.ipynb" for name in EXPECTED]
+    assert (summary["status"] == "ok").all()
+    assert "key_metric" in completed.stdout and "test_accuracy" in completed.stdout
+    for name in EXPECTED:
+        executed = json.loads((run_dir / f"{name}.ipynb").read_text())
+        assert any(c.get("outputs") for c in executed["cells"] if c["cell_type"] == "code")
+
+
+@pytest.mark.parametrize("name", ["scratch_cnn", "resnet50", "mobilenetv2", "inceptionv3", "ensemble"])
+def test_smoke_models_load_and_their_cards_hold_real_metrics(smoke_run, name):
+    _, run_dir = smoke_run
+    models_dir = run_dir / "models"
+    model = load_model(models_dir / f"{name}.keras")
+    faces = np.random.default_rng(0).integers(0, 256, (2, 48, 48, 1)).astype("float32")
+    assert model(faces).shape == (2, 7)
+    card = read_model_card(models_dir / f"{name}.keras")
+    test = card["metrics"]["test"]
+    assert 0.0 <= test["plain"]["accuracy"] <= 1.0 and 0.0 <= test["tta"]["accuracy"] <= 1.0
+    assert test["plain"]["n"] == 70
+    assert card["data"]["split_sizes"] == {"train": 280, "val": 70, "test": 70}
+    assert card["class_names"] == ["angry", "disgust", "fear", "happy", "sad", "surprise", "neutral"]
+    assert "random initialisation" in card["weights_source"] or name == "ensemble"
+    assert card["training"]["epochs_run"] >= 1
+    predictions = np.load(models_dir / f"{name}_predictions.npz")
+    assert predictions["proba"].shape == (70, 7)
+    reports = run_dir / "reports" / name
+    for figure in ("training_curves.png", "confusion_matrix_normalized.png", "roc_curves.png"):
+        assert (reports / figure).stat().st_size > 5_000, figure
+
+
+def test_smoke_scratch_cnn_learned_and_ensemble_stores_only_its_head(smoke_run):
+    _, run_dir = smoke_run
+    models_dir = run_dir / "models"
+    scratch = read_model_card(models_dir / "scratch_cnn.keras")
+    assert scratch["metrics"]["test"]["plain"]["accuracy"] > 0.5, "15 epochs on synthetic faces beat chance (0.14) by far"
+    ensemble = read_model_card(models_dir / "ensemble.keras")
+    assert ensemble["ensemble"]["members"] == ["resnet50.keras", "mobilenetv2.keras", "inceptionv3.keras"]
+    assert (models_dir / "ensemble.keras").stat().st_size < 100_000
+
+
+def test_smoke_exploration_and_comparison_figures(smoke_run):
+    _, run_dir = smoke_run
+    for figure in ("data/class_distribution.png", "data/sample_faces.png", "comparison/per_class_f1.png",
+                   "comparison/confusion_matrices.png", "comparison/agreement.png"):
+        assert (run_dir / "reports" / figure).stat().st_size > 5_000, figure
+    results = pd.read_csv(run_dir / "reports" / "comparison" / "results.csv")
+    assert len(results) == 5 and (results["latency_ms"] > 0).all()
+
+
+def test_typo_in_a_plan_is_an_error_before_anything_runs(tmp_path):
+    plan = tmp_path / "typo.yaml"
+    plan.write_text("notebooks:\n  - notebook: 01_scratch_cnn\n    parameters: {epoch: 3, learning_rte: 0.1}\n")
+    completed = _batch(str(plan), "--runs-dir", str(tmp_path / "runs"), timeout=120)
+    assert completed.returncode == 2
+    assert "unknown parameter(s) ['epoch', 'learning_rte']" in completed.stderr
+    assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").rglob("*.ipynb"))
+
+
+def test_failed_notebook_is_reported_and_the_batch_goes_on(synthetic_csv, tmp_path):
+    plan = tmp_path / "failing.yaml"
+    plan.write_text(
+        "notebooks:\n"
+        f"  - notebook: 01_scratch_cnn\n    parameters: {{data_path: {tmp_path / 'missing.csv'}, epochs: 1}}\n"
+        f"  - notebook: 00_data_exploration\n    parameters: {{data_path: {synthetic_csv}, reports_dir: {tmp_path / 'reports'}}}\n"
+    )
+    completed = _batch(str(plan), "--runs-dir", str(tmp_path / "runs"), timeout=600)
+    assert completed.returncode == 1
+    assert "FAILED 01_scratch_cnn.ipynb: cell" in completed.stderr
+    assert "FileNotFoundError: FER2013 not found" in completed.stderr
+    run_dir = next((tmp_path / "runs").iterdir())
+    summary = pd.read_csv(run_dir / "summary.csv")
+    assert summary["status"].tolist() == ["failed", "ok"]
+    partial = json.loads((run_dir / "01_scratch_cnn.ipynb").read_text())
+    assert any(o.get("ename") == "FileNotFoundError" for c in partial["cells"] for o in c.get("outputs", []))
