@@ -34,9 +34,15 @@ __all__ = [
 ]
 
 FACE_SIZE = 48
-CASCADE_FILE = "haarcascade_frontalface_default.xml"
+# alt2 rather than "default": on the LFW faces scikit-image bundles it found 98/100 faces (default 97)
+# with no false alarms on 100 non-faces, and it runs about twice as fast on the example photos.
+CASCADE_FILE = "haarcascade_frontalface_alt2.xml"
 DEFAULT_MARGIN = 0.15  # of the detected box's side, added on every side: FER2013 crops show brow to chin
-DETECT_MAX_SIDE = 640  # detection runs on a copy no larger than this; boxes are mapped back
+# Detection passes, tried in turn until one finds a face: (longest side of the shrunk copy, the
+# cascade's scale step). The coarse pass is quick (a portrait's face is big); the fine one finds
+# small faces in big photos, and only runs when the coarse one found nothing (so next to a big
+# face, faces under ~8% of the photo's longest side go unlisted; the largest is used anyway).
+DETECT_PASSES: tuple[tuple[int, float], ...] = ((320, 1.15), (960, 1.15))
 MIN_FACE_PIXELS = 24  # the cascade's own window; smaller faces cannot be found
 
 CHOSEN_COLOUR = (40, 200, 60)  # RGB
@@ -122,22 +128,40 @@ def _detector() -> cv2.CascadeClassifier:
 def detect_faces(
     gray: np.ndarray,
     *,
-    scale_factor: float = 1.15,
+    passes: tuple[tuple[int, float], ...] = DETECT_PASSES,
     min_neighbors: int = 5,
-    min_fraction: float = 0.05,
-    max_side: int = DETECT_MAX_SIDE,
+    min_fraction: float = 0.03,
 ) -> list[Box]:
     """Frontal faces in a grey image, largest first.
 
-    Detection runs on a copy shrunk to ``max_side`` (big photos would take seconds) with
-    histogram equalisation (dim or washed-out photos). Faces smaller than ``min_fraction``
-    of the shorter side are ignored: at that size the crop would be mostly upscaling noise.
+    Detection first runs on a copy shrunk to ``passes[0][0]`` pixels (a big photo at full size
+    takes seconds); only when that finds nothing does it look again at the next, larger size,
+    because a small face in a big photo (the study's failure case) vanishes when shrunk.
+    No histogram equalisation: the cascade normalises each window itself, and equalising the
+    whole photo washes out a small face on a plain background. Faces smaller than
+    ``min_fraction`` of the shorter side are ignored.
     """
     gray = to_gray(gray)
     height, width = gray.shape
-    scale = min(1.0, max_side / max(height, width))
-    small = gray if scale == 1.0 else cv2.resize(gray, (round(width * scale), round(height * scale)), interpolation=cv2.INTER_AREA)
-    small = cv2.equalizeHist(small)
+    tried: set[float] = set()
+    for max_side, scale_factor in passes:
+        scale = min(1.0, max_side / max(height, width))
+        if scale in tried:
+            break
+        tried.add(scale)
+        boxes = _detect_at_scale(gray, scale, scale_factor, min_neighbors, min_fraction)
+        if boxes or scale == 1.0:
+            return boxes
+    return []
+
+
+def _detect_at_scale(gray: np.ndarray, scale: float, scale_factor: float, min_neighbors: int,
+                     min_fraction: float) -> list[Box]:
+    height, width = gray.shape
+    if scale < 1.0:
+        small = cv2.resize(gray, (max(1, round(width * scale)), max(1, round(height * scale))), interpolation=cv2.INTER_AREA)
+    else:
+        small = gray
     min_side = max(MIN_FACE_PIXELS, int(min_fraction * min(small.shape)))
     if min(small.shape) < min_side:
         return []

@@ -1,0 +1,206 @@
+"""Turn whatever a person uploads into an RGB array, or a message that says what is wrong with it.
+
+Decoding is done here with Pillow rather than by Gradio so that every bad file gets its own
+clear sentence (an empty file, a truncated JPEG, a decompression bomb...) instead of a stack
+trace, and so that odd but valid images (16-bit PNG, CMYK JPEG, palette, transparency,
+animated GIF, EXIF-rotated phone photos) become the same plain RGB picture.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import io
+import os
+import struct
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+MAX_BYTES = 10 * 1024 * 1024  # matches the upload cap the app passes to launch(max_file_size=...)
+MAX_PIXELS = 40_000_000  # e.g. 8000x5000; a phone photo is 12-50 MP, a bomb is far more
+MIN_SIDE = 24  # smaller than the face detector's window: nothing useful can be seen
+JPEG_DRAFT_SIDE = 2048  # big JPEGs are decoded at 1/2, 1/4 or 1/8 scale, keeping at least this many pixels
+SUPPORTED = "JPEG, PNG, GIF, WebP, BMP or TIFF"
+
+# Pillow refuses images over 2x this on open and warns above it; the warning is made an
+# error in decode_image, so nothing over MAX_PIXELS is ever decompressed.
+Image.MAX_IMAGE_PIXELS = MAX_PIXELS
+
+
+class ImageInputError(ValueError):
+    """The upload cannot be used; the message is written for the person who uploaded it."""
+
+
+@dataclass
+class DecodedImage:
+    """The picture as (H, W, 3) uint8 RGB, and what was done to get there."""
+
+    rgb: np.ndarray
+    notes: list[str] = field(default_factory=list)
+    format: str | None = None
+
+
+def read_source(source: str | os.PathLike | bytes) -> bytes:
+    """The upload's bytes, from a path, raw bytes or a ``data:`` URL; size-checked before reading."""
+    if isinstance(source, (bytes, bytearray)):
+        data = bytes(source)
+    elif isinstance(source, str) and source.startswith("data:"):
+        data = _decode_data_url(source)
+    else:
+        path = Path(source)
+        if not path.is_file():
+            raise ImageInputError("The uploaded file could not be found on the server; please upload it again.")
+        size = path.stat().st_size
+        if size > MAX_BYTES:
+            raise ImageInputError(_too_big_message(size))
+        data = path.read_bytes()
+    if not data:
+        raise ImageInputError("The file is empty (0 bytes). Please upload a photo.")
+    if len(data) > MAX_BYTES:
+        raise ImageInputError(_too_big_message(len(data)))
+    return data
+
+
+def decode_image(source: str | os.PathLike | bytes) -> DecodedImage:
+    """Decode an upload to RGB, or raise :class:`ImageInputError` with a message for people."""
+    data = read_source(source)
+    notes: list[str] = []
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", Image.DecompressionBombWarning)
+        try:
+            image = Image.open(io.BytesIO(data))
+            image_format = image.format
+            _check_pixels(image.size)
+            if image.format == "JPEG" and max(image.size) > 2 * JPEG_DRAFT_SIDE:
+                # A 12 MP phone photo decodes several times faster at reduced scale, and the face
+                # detector only looks at a <= 960 px copy anyway.
+                factor = JPEG_DRAFT_SIDE / max(image.size)
+                image.draft(None, (max(1, int(image.width * factor)), max(1, int(image.height * factor))))
+            if getattr(image, "n_frames", 1) > 1:
+                image.seek(0)
+                notes.append(f"{image_format or 'The'} file has {image.n_frames} frames; the first one was used.")
+            image.load()
+            image = _upright(image, notes)
+            rgb = _to_rgb_array(image, notes)
+        except ImageInputError:
+            raise
+        except (Image.DecompressionBombError, Image.DecompressionBombWarning):
+            raise ImageInputError(_too_many_pixels_message()) from None
+        except UnidentifiedImageError:
+            raise ImageInputError(f"This file is not an image we can read. Please upload a {SUPPORTED} photo.") from None
+        except (OSError, SyntaxError, ValueError, EOFError, IndexError, struct.error) as error:
+            if "truncated" in str(error).lower() or isinstance(error, (EOFError, SyntaxError)):
+                raise ImageInputError("The image file is truncated or damaged; please upload the complete file.") from None
+            raise ImageInputError(f"The image could not be decoded ({_short(error)}). Please upload a {SUPPORTED} photo.") from None
+        except MemoryError:
+            raise ImageInputError(_too_many_pixels_message()) from None
+    height, width = rgb.shape[:2]
+    if min(height, width) < MIN_SIDE:
+        raise ImageInputError(
+            f"The image is only {width}x{height} pixels; please upload a photo at least {MIN_SIDE}x{MIN_SIDE} pixels "
+            "(the models were trained on 48x48 faces)."
+        )
+    return DecodedImage(rgb, notes, image_format)
+
+
+def _check_pixels(size: tuple[int, int]) -> None:
+    width, height = size
+    if width * height > MAX_PIXELS:
+        raise ImageInputError(_too_many_pixels_message(width, height))
+
+
+def _upright(image: Image.Image, notes: list[str]) -> Image.Image:
+    """Apply the EXIF orientation phones write instead of rotating the pixels."""
+    try:
+        orientation = image.getexif().get(0x0112, 1)
+    except Exception:  # a broken EXIF block must not cost the photo
+        return image
+    if orientation in (None, 1):
+        return image
+    try:
+        upright = ImageOps.exif_transpose(image)
+    except Exception:
+        notes.append("The photo's EXIF orientation could not be applied; it is shown as stored.")
+        return image
+    notes.append("The photo was turned upright using its EXIF orientation.")
+    return upright if upright is not None else image
+
+
+def _to_rgb_array(image: Image.Image, notes: list[str]) -> np.ndarray:
+    """Every Pillow mode the app may meet, as (H, W, 3) uint8 RGB."""
+    mode = image.mode
+    if mode.startswith("I;16") or mode in ("I", "F"):
+        grey = _high_depth_to_uint8(np.asarray(image), mode)
+        notes.append(f"The {mode} image (more than 8 bits per pixel) was scaled to 8-bit grey.")
+        return np.repeat(grey[..., None], 3, axis=-1)
+    if mode == "P":
+        image = image.convert("RGBA" if "transparency" in image.info else "RGB")
+    elif mode == "PA":
+        image = image.convert("RGBA")
+    if image.mode in ("RGBA", "LA", "RGBa", "La"):
+        image = _flatten_alpha(image.convert("RGBA"))
+        notes.append("Transparent areas were filled with white.")
+    if image.mode == "CMYK":
+        notes.append("The CMYK image was converted to RGB.")
+    if image.mode != "RGB":
+        try:
+            image = image.convert("RGB")
+        except ValueError:
+            raise ImageInputError(
+                f"Images in the {mode} colour mode are not supported; please save it as an RGB or grey {SUPPORTED}."
+            ) from None
+    return np.asarray(image, dtype=np.uint8)
+
+
+def _high_depth_to_uint8(arr: np.ndarray, mode: str) -> np.ndarray:
+    """16-bit and 32-bit grey to 0-255: by the format's range where known, else by the image's own range."""
+    arr = np.nan_to_num(arr.astype(np.float64))
+    if mode.startswith("I;16"):
+        arr = arr / 257.0
+    else:
+        low, high = float(arr.min()), float(arr.max())
+        if 0 <= low and high <= 255:
+            pass
+        elif 0 <= low and high <= 65535 and mode == "I":
+            arr = arr / 257.0
+        elif high > low:
+            arr = (arr - low) * (255.0 / (high - low))
+        else:
+            arr = np.zeros_like(arr)
+    return np.clip(np.rint(arr), 0, 255).astype(np.uint8)
+
+
+def _flatten_alpha(image: Image.Image) -> Image.Image:
+    background = Image.new("RGBA", image.size, (255, 255, 255, 255))
+    return Image.alpha_composite(background, image).convert("RGB")
+
+
+def _decode_data_url(url: str) -> bytes:
+    header, _, payload = url.partition(",")
+    if len(payload) > MAX_BYTES * 4 // 3 + 4:
+        raise ImageInputError(_too_big_message(len(payload) * 3 // 4))
+    try:
+        return base64.b64decode(payload, validate=False) if ";base64" in header else payload.encode()
+    except (binascii.Error, ValueError):
+        raise ImageInputError("The image data URL is not valid base64.") from None
+
+
+def _too_big_message(size: int) -> str:
+    return f"The file is {size / 1024 / 1024:.1f} MB; the limit is {MAX_BYTES // (1024 * 1024)} MB. Please upload a smaller photo."
+
+
+def _too_many_pixels_message(width: int | None = None, height: int | None = None) -> str:
+    size = f" ({width}x{height})" if width and height else ""
+    return (
+        f"The image has too many pixels{size}; the limit is {MAX_PIXELS // 1_000_000} megapixels. "
+        "Please upload a smaller photo (it may also be a decompression bomb)."
+    )
+
+
+def _short(error: Exception, limit: int = 120) -> str:
+    text = str(error) or type(error).__name__
+    return text if len(text) <= limit else text[: limit - 3] + "..."
