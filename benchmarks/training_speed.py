@@ -45,8 +45,7 @@ def measure(name: str, size: int, mixed: bool, xla: bool, batch_size: int, steps
     keras.utils.set_random_seed(0)
     with precision_policy(mixed):
         model = build_model(kind, 7, **options)
-    compile_model(model, TrainConfig(optimizer="sgd", learning_rate=0.01))
-    model.jit_compile = xla
+    compile_model(model, TrainConfig(optimizer="sgd", learning_rate=0.01, jit_compile=xla))
     n = batch_size * steps
     faces = np.random.default_rng(0).integers(0, 256, (n, 48, 48, 1)).astype("float32")
     labels = np.random.default_rng(1).integers(0, 7, n)

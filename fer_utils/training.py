@@ -46,6 +46,7 @@ class TrainConfig:
     monitor: str = "val_accuracy"
     seed: int = 42
     mixed_precision: bool = False  # bfloat16 compute; worth it on CPUs with AVX512_BF16 and on GPUs
+    jit_compile: bool | str = "auto"  # XLA: Keras's "auto" turns it on; on a 2-core CPU it can be slower
     verbose: int = 2
 
     def __post_init__(self) -> None:
@@ -105,7 +106,7 @@ def compile_model(model: keras.Model, config: TrainConfig) -> keras.Model:
         loss = keras.losses.CategoricalCrossentropy(label_smoothing=config.label_smoothing)
     else:
         loss = keras.losses.SparseCategoricalCrossentropy()
-    model.compile(optimizer=make_optimizer(config), loss=loss, metrics=["accuracy"])
+    model.compile(optimizer=make_optimizer(config), loss=loss, metrics=["accuracy"], jit_compile=config.jit_compile)
     return model
 
 
