@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import os
-import time
 from pathlib import Path
 from typing import Any
 
@@ -146,15 +145,3 @@ def record_result(key_metric: str, value: float | None, outputs: list[str | os.P
         Path(target).write_text(json.dumps(result, indent=2, default=str))
     print(f"{key_metric}: {value}")
     return result
-
-
-class Stopwatch:
-    """Wall time of a block, for model cards and progress lines."""
-
-    def __enter__(self) -> "Stopwatch":
-        self.started = time.perf_counter()
-        self.seconds = 0.0
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.seconds = time.perf_counter() - self.started
