@@ -30,18 +30,32 @@ def card_path(model_path: str | os.PathLike) -> Path:
 
 
 def save_model(model: keras.Model, path: str | os.PathLike, card: dict[str, Any] | None = None) -> Path:
-    """Save ``model`` (``.keras``) atomically, and its card beside it when given."""
+    """Save ``model`` (``.keras``) atomically, and its card beside it when given.
+
+    The optimizer's state is left out: Adam keeps two more copies of every weight, which would
+    triple the files we ship, and nothing resumes training from a shipped model (interrupted
+    runs resume from ``train_model``'s backup instead).
+    """
     path = _keras_path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     partial = path.with_name(f".{path.stem}.{os.getpid()}.partial.keras")
     try:
-        model.save(partial)
+        _without_optimizer(model).save(partial)
         os.replace(partial, path)
     finally:
         partial.unlink(missing_ok=True)
     if card is not None:
         write_model_card(path, _with_file_facts(card, model, path))
     return path
+
+
+def _without_optimizer(model: keras.Model) -> keras.Model:
+    """The same layers (shared, not copied) in a model that was never compiled."""
+    if getattr(model, "optimizer", None) is None:
+        return model
+    inputs = model.inputs[0] if len(model.inputs) == 1 else model.inputs
+    outputs = model.outputs[0] if len(model.outputs) == 1 else model.outputs
+    return keras.Model(inputs, outputs, name=model.name)
 
 
 def save_ensemble(

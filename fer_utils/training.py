@@ -47,6 +47,7 @@ class TrainConfig:
     seed: int = 42
     mixed_precision: bool = False  # bfloat16 compute; worth it on CPUs with AVX512_BF16 and on GPUs
     jit_compile: bool | str = "auto"  # XLA: Keras's "auto" turns it on; on a 2-core CPU it can be slower
+    time_limit_minutes: float | None = None  # stop before an epoch that would end past this wall time
     verbose: int = 2
 
     def __post_init__(self) -> None:
@@ -58,6 +59,8 @@ class TrainConfig:
             raise ValueError(f"learning_rate must be positive, got {self.learning_rate}")
         if not 0 <= self.label_smoothing < 1:
             raise ValueError(f"label_smoothing must be in [0, 1), got {self.label_smoothing}")
+        if self.time_limit_minutes is not None and not self.time_limit_minutes > 0:
+            raise ValueError(f"time_limit_minutes must be positive or None, got {self.time_limit_minutes}")
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -184,6 +187,10 @@ def train_model(
             monitor=config.monitor, patience=config.early_stopping_patience, restore_best_weights=True,
             verbose=1 if config.verbose else 0,
         ))
+    time_limit = None
+    if config.time_limit_minutes:
+        time_limit = TimeLimit(config.time_limit_minutes * 60)
+        callbacks.append(time_limit)
     callbacks.extend(extra_callbacks or [])
 
     started = time.perf_counter()
@@ -197,8 +204,39 @@ def train_model(
     notes = []
     if resumed:
         notes.append(f"resumed from the backup in {backup_dir}; duration counts only the resumed part")
+    if time_limit is not None and time_limit.stopped_epoch is not None:
+        notes.append(f"stopped after epoch {time_limit.stopped_epoch} by the {config.time_limit_minutes:g}-minute time limit")
     shutil.rmtree(backup_dir, ignore_errors=True)
     return TrainResult(model, history, duration, len(history), best_epoch, resumed, log_csv, notes)
+
+
+class TimeLimit(keras.callbacks.Callback):
+    """Stop training before an epoch that would end past a wall-clock budget.
+
+    Runs here must fit a session; the next epoch is assumed to take as long as the slowest so far.
+    """
+
+    def __init__(self, seconds: float) -> None:
+        super().__init__()
+        self.seconds = seconds
+        self.stopped_epoch: int | None = None
+        self._started = 0.0
+        self._epoch_started = 0.0
+        self._slowest = 0.0
+
+    def on_train_begin(self, logs: dict | None = None) -> None:
+        self._started = time.perf_counter()
+
+    def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:
+        self._epoch_started = time.perf_counter()
+
+    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+        now = time.perf_counter()
+        self._slowest = max(self._slowest, now - self._epoch_started)
+        if now - self._started + self._slowest > self.seconds:
+            self.stopped_epoch = epoch + 1
+            self.model.stop_training = True
+            print(f"Epoch {epoch + 1}: time limit of {self.seconds / 60:g} min reached; stopping")
 
 
 def _best_epoch(history: pd.DataFrame, monitor: str) -> int | None:

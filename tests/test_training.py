@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import io
+import time
+import zipfile
+
+import h5py
 import numpy as np
 import keras
 import pytest
@@ -60,6 +65,20 @@ def test_killed_run_resumes_from_its_last_epoch(synthetic_splits, tmp_path):
     assert seen_epochs == [2, 3], "the resumed run must not repeat finished epochs"
     assert result.history["epoch"].tolist() == [0, 1, 2, 3]
     assert not (tmp_path / "backup").exists()
+
+
+def test_time_limit_stops_before_an_epoch_would_overrun(synthetic_splits, tmp_path):
+    config = TrainConfig(epochs=30, batch_size=64, verbose=0, early_stopping_patience=None, reduce_lr_patience=None,
+                         time_limit_minutes=3 / 60)
+    slow = keras.callbacks.LambdaCallback(on_epoch_begin=lambda epoch, logs: time.sleep(1.0))
+    build = lambda: models.build_scratch_cnn(7, filters=(8,), dense_units=(16,))  # noqa: E731
+    started = time.perf_counter()
+    result = train_model(build, synthetic_splits["train"], synthetic_splits["val"], config, tmp_path, extra_callbacks=[slow])
+    assert 1 <= len(result.history) <= 2, "epochs last over a second, so a 3-second budget allows at most two"
+    assert time.perf_counter() - started < 20
+    assert any("time limit" in note for note in result.notes)
+    with pytest.raises(ValueError, match="time_limit_minutes"):
+        TrainConfig(time_limit_minutes=0)
 
 
 def test_label_smoothing_class_weights_and_sgd(synthetic_splits, tmp_path):
@@ -163,6 +182,18 @@ def test_save_is_atomic_when_writing_fails(tmp_path, monkeypatch):
         model_io.save_model(model, target, {"name": "model"})
     assert target.read_bytes() == original, "the previous model is untouched"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["model.json", "model.keras"], "no partial file left"
+
+
+def test_saved_model_leaves_out_the_optimizer_state(synthetic_splits, tmp_path):
+    config = TrainConfig(epochs=1, optimizer="adam", verbose=0, early_stopping_patience=None, reduce_lr_patience=None)
+    result = train_model(lambda: models.build_scratch_cnn(7, filters=(8, 16), dense_units=(16,)),
+                         synthetic_splits["train"], synthetic_splits["val"], config, tmp_path / "work")
+    target = model_io.save_model(result.model, tmp_path / "model.keras", {"name": "model"})
+    with zipfile.ZipFile(target) as archive, h5py.File(io.BytesIO(archive.read("model.weights.h5"))) as weights:
+        assert "optimizer" not in weights and "layers" in weights, "Adam's moments would triple the shipped files"
+    faces = synthetic_splits["test"].images[:8].astype("float32")
+    np.testing.assert_allclose(model_io.load_model(target)(faces), result.model(faces, training=False), atol=1e-6)
+    assert result.model.optimizer is not None, "the trained model itself is left as it was"
 
 
 def test_load_model_errors_are_clear(tmp_path):
