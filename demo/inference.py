@@ -8,6 +8,7 @@ from __future__ import annotations
 import os
 import time
 from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -19,6 +20,10 @@ from .imaging import DecodedImage, decode_image
 from .registry import LoadedModel, ModelSet
 
 TOP_K = 3
+# Models run side by side on one face: a single 48x48 face keeps neither core busy inside one
+# model, so overlapping them shortens Compare-all (benchmarks/demo_latency.py measures it).
+MODEL_THREADS = int(os.environ.get("FER_DEMO_MODEL_THREADS", "4"))
+_pool = ThreadPoolExecutor(max_workers=max(1, MODEL_THREADS), thread_name_prefix="fer-model")
 
 
 @dataclass
@@ -107,10 +112,12 @@ def predict(loaded: LoadedModel, face: np.ndarray) -> Prediction:
 
 def predict_all(models: ModelSet, face: np.ndarray) -> list[Prediction]:
     """Every model on the same face; the ensemble's head reuses the members' answers instead of rerunning them."""
-    done: dict[str, Prediction] = {}
-    for loaded in models:
-        if not loaded.is_ensemble:
-            done[loaded.key] = predict(loaded, face)
+    standalone = [loaded for loaded in models if not loaded.is_ensemble]
+    if MODEL_THREADS > 1 and len(standalone) > 1:
+        running = {loaded.key: _pool.submit(predict, loaded, face) for loaded in standalone}
+        done: dict[str, Prediction] = {key: future.result() for key, future in running.items()}
+    else:
+        done = {loaded.key: predict(loaded, face) for loaded in standalone}
     for loaded in models:
         if not loaded.is_ensemble:
             continue

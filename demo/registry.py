@@ -135,9 +135,9 @@ class LoadedModel:
         """The compiled explainer (Grad-CAM or saliency), made on first use."""
         with self._explainer_lock:
             if self._explainer is None:
-                from .explainer import Explainer
+                from fer_utils.explain import CompiledExplainer
 
-                self._explainer = Explainer(self.model)
+                self._explainer = CompiledExplainer(self.model)
             return self._explainer
 
     def warm_explainer(self) -> None:

@@ -284,7 +284,7 @@ def test_ensemble_reuses_members_and_matches_the_full_model(models):
         np.testing.assert_allclose(by_key[key].probabilities, expected, atol=1e-5)
 
 
-def test_compiled_explainer_matches_fer_utils_explain(models):
+def test_demo_explainer_matches_fer_utils_explain(models):
     from fer_utils.explain import explain
 
     face = synthetic_face(3, np.random.default_rng(1)).astype(np.float32)

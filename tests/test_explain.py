@@ -10,6 +10,7 @@ import pytest  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 
 from fer_utils.explain import (  # noqa: E402
+    CompiledExplainer,
     explain,
     find_last_conv_layer,
     grad_cam,
@@ -212,6 +213,33 @@ def test_explain_auto_picks_by_architecture(square_model, corner_model, nested_m
         assert heat.shape == (48, 48) and 0.0 <= heat.min() and heat.max() <= 1.0
     heat, used = explain(corner_model, corner_face, method="occlusion")
     assert used == "occlusion" and _inside_outside_ratio(heat, _corner_mask()) > 5
+
+
+def test_compiled_explainer_gives_the_eager_maps(square_model, corner_model, nested_model, corner_face, square_face):
+    cases = ((square_model, square_face, "grad_cam"), (corner_model, corner_face, "saliency"),
+             (nested_model, corner_face, "saliency"))
+    for model, face, method in cases:
+        explainer = CompiledExplainer(model)
+        assert explainer.method == method and not explainer.traced
+        for class_index in (None, 0, 1):
+            heat, used = explainer(face, class_index)
+            reference, reference_method = explain(model, face, class_index=class_index)
+            assert used == reference_method == method
+            np.testing.assert_allclose(heat, reference, atol=1e-5)
+        assert explainer.traced
+    heat, _ = CompiledExplainer(square_model)(square_face, 1)
+    assert _square_mask()[np.unravel_index(heat.argmax(), heat.shape)], "traced Grad-CAM still finds the square"
+
+
+def test_compiled_explainer_errors_are_clear(square_model, corner_model, corner_face):
+    with pytest.raises(ValueError, match="out of range"):
+        CompiledExplainer(square_model)(corner_face, 7)
+    with pytest.raises(ValueError, match="shape"):
+        CompiledExplainer(corner_model)(np.zeros((2, 48, 48, 1)))
+    with pytest.raises(ValueError, match="not 'occlusion'"):
+        CompiledExplainer(corner_model, method="occlusion")
+    with pytest.raises(ValueError, match="corner_model"):
+        CompiledExplainer(corner_model, method="grad_cam")
 
 
 def test_explain_unknown_method_lists_valid_ones(corner_model, corner_face):
