@@ -1,7 +1,12 @@
-"""Side-by-side comparison of trained models from their cards and saved predictions."""
+"""Side-by-side comparison of trained models from their cards and saved predictions.
+
+``python -m fer_utils.compare [saved_models]`` prints the results table as Markdown (the README's
+table comes from it), timing each model on one face on this machine.
+"""
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 from pathlib import Path
@@ -48,6 +53,60 @@ def results_table(cards: Mapping[str, dict], split: str = "test") -> pd.DataFram
             "weights": card.get("weights_source", ""),
         })
     return pd.DataFrame(rows).set_index("model") if rows else pd.DataFrame()
+
+
+def measure_latencies(cards: Mapping[str, dict], models_dir: str | os.PathLike, repeats: int = 30) -> dict[str, float]:
+    """Median milliseconds per single face for each model, called directly rather than through ``predict``."""
+    from .inference import compiled_predictor, measure_latency
+    from .model_io import load_model
+
+    latency = {}
+    for name, card in cards.items():
+        predict = compiled_predictor(load_model(Path(models_dir) / card["file"]))
+        latency[card.get("display_name", name)] = round(measure_latency(predict, repeats)["median_ms"], 1)
+    return latency
+
+
+def results_markdown(table: pd.DataFrame) -> str:
+    """The results table as a Markdown table, accuracies in percent."""
+    columns = {
+        "accuracy": "PrivateTest acc.", "macro_f1": "macro-F1", "accuracy_tta": "acc. (flip TTA)",
+        "macro_f1_tta": "macro-F1 (TTA)", "parameters": "parameters", "size_mb": "file MB",
+        "latency_ms": "ms / face", "training_min": "training min",
+    }
+    present = [column for column in columns if column in table]
+    lines = ["| model | " + " | ".join(columns[c] for c in present) + " |", "|---" * (len(present) + 1) + "|"]
+    for model, row in table.iterrows():
+        cells = []
+        for column in present:
+            value = row[column]
+            if value is None or (isinstance(value, float) and np.isnan(value)):
+                cells.append("")
+            elif column in ("accuracy", "accuracy_tta"):
+                cells.append(f"{100 * value:.1f} %")
+            elif column in ("macro_f1", "macro_f1_tta"):
+                cells.append(f"{value:.3f}")
+            elif column == "parameters":
+                cells.append(f"{int(value):,}")
+            else:
+                cells.append(f"{value:g}")
+        lines.append(f"| {model} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description="Print the results table of the models in a folder, from their cards.")
+    parser.add_argument("models_dir", nargs="?", default="saved_models")
+    parser.add_argument("--latency-repeats", type=int, default=30, help="single-face calls timed per model (0: skip)")
+    args = parser.parse_args(argv)
+    cards = collect_cards(args.models_dir)
+    if not cards:
+        raise SystemExit(f"no models with model cards in {args.models_dir}")
+    table = results_table(cards)
+    if args.latency_repeats:
+        latency = measure_latencies(cards, args.models_dir, args.latency_repeats)
+        table["latency_ms"] = [latency[m] for m in table.index]
+    print(results_markdown(table))
 
 
 def agreement_matrix(predictions: Mapping[str, np.ndarray]) -> pd.DataFrame:
@@ -104,3 +163,7 @@ def fixes_and_breaks(labels: np.ndarray, member_predictions: Mapping[str, np.nda
         "ensemble_breaks": None,
     })
     return pd.DataFrame(rows).set_index("member")
+
+
+if __name__ == "__main__":
+    main()

@@ -108,17 +108,19 @@ def model_card(
 
 def save_predictions(
     path: str | os.PathLike,
-    labels: np.ndarray,
     proba: np.ndarray,
     proba_tta: np.ndarray | None,
     class_names: tuple[str, ...] | list[str],
     split: str = "test",
 ) -> Path:
-    """Test-set probabilities, so comparison notebooks need not run every model again."""
+    """Test-set probabilities, so comparison notebooks need not run every model again.
+
+    The labels are not stored: they are part of FER2013, which must not be redistributed with
+    the shipped models; notebooks take them from the data.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    arrays = {"labels": np.asarray(labels), "proba": np.asarray(proba, np.float32),
-              "class_names": np.asarray(class_names), "split": np.asarray(split)}
+    arrays = {"proba": np.asarray(proba, np.float32), "class_names": np.asarray(class_names), "split": np.asarray(split)}
     if proba_tta is not None:
         arrays["proba_tta"] = np.asarray(proba_tta, np.float32)
     partial = path.with_name(f".{path.stem}.{os.getpid()}.partial.npz")

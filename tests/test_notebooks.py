@@ -155,3 +155,23 @@ def test_failed_notebook_is_reported_and_the_batch_goes_on(synthetic_csv, tmp_pa
     assert summary["status"].tolist() == ["failed", "ok"]
     partial = json.loads((run_dir / "01_scratch_cnn.ipynb").read_text())
     assert any(o.get("ename") == "FileNotFoundError" for c in partial["cells"] for o in c.get("outputs", []))
+
+
+def test_results_table_cli_prints_the_cards_figures(smoke_run):
+    _, run_dir = smoke_run
+    models_dir = run_dir / "models"
+    completed = subprocess.run(
+        [sys.executable, "-m", "fer_utils.compare", str(models_dir), "--latency-repeats", "3"],
+        capture_output=True, text=True, timeout=600,
+    )
+    assert completed.returncode == 0, completed.stderr[-3000:]
+    rows = [line for line in completed.stdout.splitlines() if line.startswith("| ")]
+    assert len(rows) == 1 + 5, "a header and one row per model"
+    assert rows[0].split(" | ")[1] == "PrivateTest acc."
+    for row, name in zip(rows[1:], ["scratch_cnn", "resnet50", "mobilenetv2", "inceptionv3", "ensemble"]):
+        card = read_model_card(models_dir / f"{name}.keras")
+        cells = [cell.strip() for cell in row.strip("|").split("|")]
+        assert cells[0] == card["display_name"]
+        assert cells[1] == f"{100 * card['metrics']['test']['plain']['accuracy']:.1f} %"
+        assert float(cells[7]) > 0, "latency per face"
+    assert (run_dir / "reports" / "comparison" / "results.md").read_text().startswith("| model |")
