@@ -3,6 +3,7 @@
     python benchmarks/demo_latency.py                      # the trained models in saved_models/
     python benchmarks/demo_latency.py --synthetic study    # random-weight models at the study's sizes
     python benchmarks/demo_latency.py --synthetic small    # the tiny models the tests use
+    python benchmarks/demo_latency.py --synthetic cpu      # random weights, the shapes plans/cpu.yaml trains
 
 Reports: startup (process start to the page answering), median and p95 of one model's
 endpoint (prediction + heatmap) and of Compare-all, and a concurrent run (8 clients x 25
@@ -39,9 +40,21 @@ DEFAULT_PHOTO = ROOT / "demo" / "examples" / "astronaut.jpg"
 MEMBERS = ("scratch_cnn", "resnet50", "mobilenetv2", "inceptionv3")
 STUDY_SIZES = {"resnet50": 224, "mobilenetv2": 224, "inceptionv3": 299}
 SMALL_SIZES = {"resnet50": 32, "mobilenetv2": 32, "inceptionv3": 75}
+SCRATCH_SHAPE = ("filters", "convs_per_stage", "batch_norm", "dense_units")
 
 
-def make_models(folder: Path, sizes: dict[str, int]) -> Path:
+def plan_shapes(plan: str = "cpu") -> tuple[dict[str, int], dict[str, object]]:
+    """Backbone input sizes and the scratch CNN's shape from a plan, so timings match what it trains."""
+    import yaml
+
+    notebooks = yaml.safe_load((ROOT / "plans" / f"{plan}.yaml").read_text())["notebooks"]
+    parameters = {entry["notebook"].split("_", 1)[1]: entry.get("parameters", {}) for entry in notebooks}
+    sizes = {key: int(parameters[key]["image_size"]) for key in MEMBERS[1:]}
+    scratch = {name: value for name, value in parameters["scratch_cnn"].items() if name in SCRATCH_SHAPE}
+    return sizes, scratch
+
+
+def make_models(folder: Path, sizes: dict[str, int], scratch: dict[str, object] | None = None) -> Path:
     """Random-weight models of the given input sizes, with cards, and their ensemble (timing only)."""
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     sys.path.insert(0, str(ROOT))
@@ -51,7 +64,7 @@ def make_models(folder: Path, sizes: dict[str, int]) -> Path:
 
     models, paths = {}, []
     for key in MEMBERS:
-        options = {} if key == "scratch_cnn" else {"weights": None, "image_size": sizes[key]}
+        options = dict(scratch or {}) if key == "scratch_cnn" else {"weights": None, "image_size": sizes[key]}
         models[key] = build_model(key, 7, **options)
         card = {"name": key, "class_names": list(CLASS_SETS[7]), "weights_source": describe_weights(None),
                 "parameters": {"image_size": sizes.get(key, 48)}, "note": "untrained: for timing only"}
@@ -234,8 +247,9 @@ def concurrent_run(url: str, photo: Path, clients: int, per_client: int) -> dict
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--models-dir", type=Path, default=ROOT / "saved_models")
-    parser.add_argument("--synthetic", choices=("small", "study"),
-                        help="build random-weight models (tiny, or at the study's input sizes) instead of --models-dir")
+    parser.add_argument("--synthetic", choices=("small", "study", "cpu"),
+                        help="build random-weight models (tiny, at the study's input sizes, or as plans/cpu.yaml "
+                             "trains them) instead of --models-dir")
     parser.add_argument("--photo", type=Path, default=DEFAULT_PHOTO)
     parser.add_argument("--requests", type=int, default=40, help="sequential requests per measured endpoint")
     parser.add_argument("--clients", type=int, default=8)
@@ -251,7 +265,10 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.synthetic:
             started = time.perf_counter()
-            models_dir = make_models(workdir / "models", SMALL_SIZES if args.synthetic == "small" else STUDY_SIZES)
+            if args.synthetic == "cpu":
+                models_dir = make_models(workdir / "models", *plan_shapes("cpu"))
+            else:
+                models_dir = make_models(workdir / "models", SMALL_SIZES if args.synthetic == "small" else STUDY_SIZES)
             print(f"built {args.synthetic} random-weight models in {time.perf_counter() - started:.0f} s", flush=True)
         else:
             models_dir = args.models_dir
