@@ -1,0 +1,98 @@
+"""The models we ship in saved_models/: their cards tell the truth.
+
+Each shipped model is evaluated again on FER2013 PrivateTest (FER2013_CSV) and its accuracy must
+match the figure in its model card within half a point; the cards must also say how the weights
+started and where the data came from. Without FER2013_CSV the evaluation is skipped with a reason.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from fer_utils.compare import collect_cards
+from fer_utils.data import load_dataset
+from fer_utils.evaluation import predict_proba
+from fer_utils.model_io import load_model
+
+ROOT = Path(__file__).resolve().parent.parent
+SAVED_MODELS = ROOT / "saved_models"
+FACE_FIGURES = {"sample_faces.png", "explanations.png", "confident_mistakes.png"}  # they show FER2013 faces
+CARDS = collect_cards(SAVED_MODELS)
+TOLERANCE = 0.005  # half a percentage point
+SIZE_BUDGET_BYTES = 225 * 1024**2
+shipped = pytest.mark.parametrize("name", list(CARDS) or [pytest.param(None, marks=pytest.mark.skip(reason="no models shipped in saved_models/ yet"))])
+
+
+@pytest.fixture(scope="module")
+def fer2013_by_class_set(fer2013_csv):
+    loaded: dict[int, object] = {}
+
+    def get(class_set: int):
+        if class_set not in loaded:
+            loaded[class_set] = load_dataset(fer2013_csv, class_set)
+        return loaded[class_set]
+
+    return get
+
+
+def _class_set(card: dict) -> int:
+    return int(card.get("parameters", {}).get("data", {}).get("class_set") or len(card["class_names"]))
+
+
+@shipped
+def test_shipped_model_matches_its_card_on_private_test(name, fer2013_by_class_set):
+    card = CARDS[name]
+    data = fer2013_by_class_set(_class_set(card))
+    assert data.checksum == card["data"]["sha256"], "the card was made from another copy of FER2013"
+    assert list(data.class_names) == card["class_names"]
+    model = load_model(SAVED_MODELS / card["file"])
+    accuracy = float(np.mean(predict_proba(model, data.test.images).argmax(axis=1) == data.test.labels))
+    claimed = card["metrics"]["test"]["plain"]["accuracy"]
+    assert abs(accuracy - claimed) <= TOLERANCE, f"{name}: measured {accuracy:.4f} on PrivateTest, card says {claimed:.4f}"
+
+
+@shipped
+def test_shipped_card_is_complete_and_honest(name):
+    card = CARDS[name]
+    assert card["data"]["source"].startswith("fer2013"), "shipped models are trained on the real FER2013"
+    assert card["data"]["split_sizes"]["test"] == 3_589, "PrivateTest is reported whole"
+    for split in ("val", "test"):
+        for mode in ("plain", "tta"):
+            metrics = card["metrics"][split][mode]
+            assert 1 / len(card["class_names"]) < metrics["accuracy"] <= 1
+            assert 0 < metrics["macro_f1"] <= 1
+    weights = card["weights_source"]
+    if card["kind"] != "ensemble":
+        assert "random initialisation" in weights or "imagenet" in weights.lower()
+        assert card["training"]["duration_s"] < 2.5 * 3600, "every shipped run must fit 2.5 h on the CPU machine"
+    predictions = SAVED_MODELS / f"{name}_predictions.npz"
+    assert predictions.exists(), "the comparison notebook reads these"
+    with np.load(predictions) as stored:
+        assert "labels" not in stored.files, "FER2013's labels must not be redistributed"
+        assert stored["proba"].shape == (3_589, len(card["class_names"]))
+
+
+def test_saved_models_fit_the_size_budget():
+    files = [path for path in SAVED_MODELS.iterdir() if path.is_file()]
+    assert sum(path.stat().st_size for path in files) <= SIZE_BUDGET_BYTES
+    for card_file in SAVED_MODELS.glob("*.json"):
+        card = json.loads(card_file.read_text())
+        assert (SAVED_MODELS / card["file"]).exists(), f"{card_file.name} describes a model that is not shipped"
+
+
+def test_no_fer2013_faces_are_committed():
+    """The licence keeps FER2013 out of the repository: no figure of its faces, no copy of the data."""
+    listed = subprocess.run(["git", "ls-files"], cwd=ROOT, capture_output=True, text=True)
+    if listed.returncode != 0:
+        pytest.skip("not a git checkout")
+    tracked = [Path(line) for line in listed.stdout.splitlines()]
+    assert not [path for path in tracked if path.name in FACE_FIGURES]
+    assert not [path for path in tracked if "fer2013" in path.name.lower() and path.suffix in (".csv", ".gz", ".npz")]
+    for name in FACE_FIGURES:
+        ignored = subprocess.run(["git", "check-ignore", "-q", f"reports/scratch_cnn/{name}"], cwd=ROOT)
+        assert ignored.returncode == 0, f"{name} must stay git-ignored"
