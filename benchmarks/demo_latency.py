@@ -44,12 +44,15 @@ SCRATCH_SHAPE = ("filters", "convs_per_stage", "batch_norm", "dense_units")
 
 
 def plan_shapes(plan: str = "cpu") -> tuple[dict[str, int], dict[str, object]]:
-    """Backbone input sizes and the scratch CNN's shape from a plan, so timings match what it trains."""
+    """Backbone input sizes and the scratch CNN's shape from a plan, so timings match what it trains.
+
+    A backbone the plan does not train (ResNet50 in the cpu plan) is timed at the native 48 px.
+    """
     import yaml
 
     notebooks = yaml.safe_load((ROOT / "plans" / f"{plan}.yaml").read_text())["notebooks"]
     parameters = {entry["notebook"].split("_", 1)[1]: entry.get("parameters", {}) for entry in notebooks}
-    sizes = {key: int(parameters[key]["image_size"]) for key in MEMBERS[1:]}
+    sizes = {key: int(parameters.get(key, {}).get("image_size", 48)) for key in MEMBERS[1:]}
     scratch = {name: value for name, value in parameters["scratch_cnn"].items() if name in SCRATCH_SHAPE}
     return sizes, scratch
 

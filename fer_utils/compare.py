@@ -48,7 +48,7 @@ def results_table(cards: Mapping[str, dict], split: str = "test") -> pd.DataFram
             "accuracy_tta": tta.get("accuracy"),
             "macro_f1_tta": tta.get("macro_f1"),
             "parameters": card.get("parameters_total"),
-            "size_mb": round(card.get("file_size_bytes", 0) / 1e6, 1),
+            "size_mb": _megabytes(card.get("file_size_bytes", 0)),
             "training_min": round(card.get("training", {}).get("duration_s", 0) / 60, 1),
             "weights": card.get("weights_source", ""),
         })
@@ -65,6 +65,12 @@ def measure_latencies(cards: Mapping[str, dict], models_dir: str | os.PathLike, 
         predict = compiled_predictor(load_model(Path(models_dir) / card["file"]))
         latency[card.get("display_name", name)] = round(measure_latency(predict, repeats)["median_ms"], 1)
     return latency
+
+
+def _megabytes(size_bytes: int) -> float:
+    """One decimal, two below 1 MB: the ensemble's head-only file must not read as 0."""
+    size = size_bytes / 1e6
+    return round(size, 1 if size >= 1 else 2)
 
 
 def results_markdown(table: pd.DataFrame) -> str:
