@@ -25,6 +25,7 @@ import tensorflow as tf
 
 from fer_utils.data import CLASS_SETS, IMAGE_SIZE, file_sha256
 from fer_utils.experiment import DISPLAY_NAMES
+from fer_utils.inference import TracedFunction
 from fer_utils.model_io import load_model, read_model_card
 from fer_utils.models import MODEL_NAMES, build_ensemble
 
@@ -54,25 +55,19 @@ class FastForward:
     def __init__(self, model: keras.Model, spec: tf.TensorSpec = FACE_SPEC):
         self.model = model
         self.spec = spec
-        self._graph = tf.function(lambda batch: model(batch, training=False), input_signature=[spec],
-                                  reduce_retracing=True)
-        self._ready = threading.Event()
-        self._lock = threading.Lock()
+        self._graph = TracedFunction(lambda batch: model(batch, training=False), [spec])
         self._started = False
 
     @property
     def traced(self) -> bool:
-        return self._ready.is_set()
+        return self._graph.traced
 
     def warm_up(self) -> None:
         """Trace and run once now (idempotent, thread-safe)."""
-        with self._lock:
-            if not self._ready.is_set():
-                self._graph(tf.zeros(self.spec.shape, self.spec.dtype))
-                self._ready.set()
+        self._graph.warm_up()
 
     def __call__(self, batch: tf.Tensor) -> tf.Tensor:
-        if self._ready.is_set():
+        if self._graph.traced:
             return self._graph(batch)
         _start_once(self, "_started", self.warm_up)
         return self.model(batch, training=False)

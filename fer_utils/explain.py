@@ -10,7 +10,6 @@ convolution layer at the top level of a flat functional model.
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Sequence
 
 import cv2
@@ -19,6 +18,8 @@ import matplotlib
 import numpy as np
 import tensorflow as tf
 from matplotlib.figure import Figure
+
+from .inference import TracedFunction
 
 __all__ = [
     "METHODS",
@@ -271,29 +272,23 @@ class CompiledExplainer:
         spec = [tf.TensorSpec((1, *model.inputs[0].shape[1:]), tf.float32), tf.TensorSpec((), tf.int32)]
         if method == "grad_cam":
             cam_model = _grad_cam_model(model, _require_conv_layer(model))
-            self._fn = tf.function(lambda batch, target: _grad_cam_core(cam_model, batch, target), input_signature=spec)
+            self._fn = TracedFunction(lambda batch, target: _grad_cam_core(cam_model, batch, target), spec)
         else:
-            self._fn = tf.function(lambda batch, target: _saliency_core(model, batch, target), input_signature=spec)
-        self._lock = threading.Lock()
-        self._traced = threading.Event()
+            self._fn = TracedFunction(lambda batch, target: _saliency_core(model, batch, target), spec)
 
     @property
     def traced(self) -> bool:
-        return self._traced.is_set()
+        return self._fn.traced
 
     def warm_up(self) -> None:
         """Trace now rather than on the first face (apps do it in the background)."""
-        with self._lock:
-            if not self._traced.is_set():
-                self._fn(tf.zeros(self._fn.input_signature[0].shape), tf.constant(0))  # trace and run once
-                self._traced.set()
+        self._fn.warm_up()
 
     def __call__(self, image, class_index: int | None = None) -> tuple[np.ndarray, str]:
         """(48x48 heatmap in [0, 1], method) for one face, like ``explain``."""
         batch = _face_batch(image)
         target = -1 if class_index is None else _check_class_index(class_index, self.num_classes)
-        if not self._traced.is_set():
-            self.warm_up()
+        self._fn.warm_up()
         raw, _ = self._fn(tf.constant(batch), tf.constant(target, tf.int32))
         if self.method == "grad_cam":
             return _grad_cam_to_face(raw.numpy(), batch.shape[1:3]), self.method

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import threading
 import time
-from typing import Callable
+from typing import Any, Callable
 
 import numpy as np
 import keras
@@ -12,10 +13,42 @@ import tensorflow as tf
 from .data import IMAGE_SIZE
 
 
+class TracedFunction:
+    """A ``tf.function`` with a fixed signature whose tracing happens once, when asked for.
+
+    Tracing a big backbone costs seconds, so apps trace at load or in a background thread and
+    check ``traced`` before relying on the fast path. Calling before ``warm_up`` still works
+    (TensorFlow traces then). Safe to warm up from several threads.
+    """
+
+    def __init__(self, fn: Callable[..., Any], input_signature: list[tf.TensorSpec]):
+        self.input_signature = list(input_signature)
+        self._fn = tf.function(fn, input_signature=self.input_signature)
+        self._lock = threading.Lock()
+        self._traced = threading.Event()
+
+    @property
+    def traced(self) -> bool:
+        return self._traced.is_set()
+
+    def warm_up(self) -> None:
+        """Trace and run once on zeros (unknown dimensions as 1); later calls return at once."""
+        if self._traced.is_set():
+            return
+        with self._lock:
+            if not self._traced.is_set():
+                self._fn(*[tf.zeros([1 if d is None else d for d in spec.shape], spec.dtype)
+                           for spec in self.input_signature])
+                self._traced.set()
+
+    def __call__(self, *args: Any) -> Any:
+        return self._fn(*args)
+
+
 def compiled_predictor(model: keras.Model, warm_up: bool = True) -> Callable[[np.ndarray], np.ndarray]:
     """A function from faces (N,48,48,1) to probabilities, traced once for any N."""
-    signature = [tf.TensorSpec((None, IMAGE_SIZE, IMAGE_SIZE, 1), tf.float32)]
-    call = tf.function(lambda faces: model(faces, training=False), input_signature=signature)
+    call = TracedFunction(lambda faces: model(faces, training=False),
+                          [tf.TensorSpec((None, IMAGE_SIZE, IMAGE_SIZE, 1), tf.float32)])
 
     def predict(faces: np.ndarray) -> np.ndarray:
         faces = np.asarray(faces, dtype=np.float32)
@@ -24,7 +57,7 @@ def compiled_predictor(model: keras.Model, warm_up: bool = True) -> Callable[[np
         return call(tf.constant(faces)).numpy()
 
     if warm_up:
-        predict(np.zeros((1, IMAGE_SIZE, IMAGE_SIZE, 1), np.float32))
+        call.warm_up()
     return predict
 
 
