@@ -63,15 +63,19 @@ def _weights(loaded: LoadedModel) -> str:
 def _training(card: dict[str, Any]) -> str:
     training = card.get("training") or {}
     parts = []
-    epochs = training.get("epochs_run")
+    epochs = training.get("total_epochs", training.get("epochs_run"))
     if isinstance(epochs, int):
         parts.append(f"{epochs} epochs")
-    duration = training.get("duration_s")
+    duration = training.get("total_duration_s", training.get("duration_s"))
     if isinstance(duration, (int, float)):
         parts.append(f"{duration / 60:.0f} min" if duration >= 60 else f"{duration:.0f} s")
+    stages = training.get("stages")
+    if isinstance(stages, list) and stages:
+        parts.append(f"in {len(stages) + 1} stages")
     recipe = card.get("parameters") or {}
-    for key in ("image_size", "trainable", "optimizer", "learning_rate", "batch_size"):
-        value = recipe.get(key) if isinstance(recipe, dict) else None
+    recipe = {**(recipe.get("model") or {}), **(recipe.get("training") or {}), **recipe} if isinstance(recipe, dict) else {}
+    for key in ("image_size", "trainable", "optimizer", "learning_rate", "lr_schedule", "batch_size"):
+        value = recipe.get(key)
         if isinstance(value, (str, int, float)) and not isinstance(value, bool):
             parts.append(f"{key.replace('_', ' ')} {value}")
     return ", ".join(parts) if parts else "not recorded"

@@ -10,13 +10,14 @@ from __future__ import annotations
 
 import json
 import os
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 
-from .data import FerDataset, load_dataset
-from .model_io import describe_weights, library_versions, machine_description, now_iso
+from .data import FerDataset, file_sha256, load_dataset
+from .model_io import describe_weights, library_versions, load_model, machine_description, now_iso, read_model_card
 
 #: The batch runner sets this to the file where a notebook records its key result.
 RESULT_FILE_ENV = "FER_LAB_RESULT_FILE"
@@ -103,6 +104,70 @@ def model_card(
         "versions": library_versions(),
         "created": now_iso(),
         "notes": notes or [],
+    }
+
+
+@dataclass
+class StartingPoint:
+    """Where a training run starts: a new model, or a saved one that it keeps training.
+
+    Continuing lets a schedule that needs more than one session's time be run in stages (the
+    later stages with a lower learning rate). The saved model's file and card are read when this
+    is made, before the run writes over them, so the new card can say what it built on.
+    """
+
+    init_model: str | os.PathLike | None = None
+    lineage: dict[str, Any] | None = field(default=None, init=False)
+
+    def __post_init__(self) -> None:
+        if not self.init_model:
+            self.init_model = None
+            return
+        path = resolve_path(self.init_model)
+        if not path.is_file():
+            raise FileNotFoundError(f"init_model '{self.init_model}' does not exist; train that model first, or set init_model = \"\"")
+        card = read_model_card(path, missing_ok=True) or {}
+        if "ensemble" in card:
+            raise ValueError(f"init_model '{self.init_model}' is an ensemble; continue its members instead")
+        training = card.get("training", {})
+        self.init_model = path
+        self.lineage = {
+            "file": path.name,
+            "sha256": file_sha256(path),
+            "weights_source": card.get("weights_source", "unknown (no model card)"),
+            "epochs": training.get("total_epochs", training.get("epochs_run")),
+            "duration_s": training.get("total_duration_s", training.get("duration_s")),
+            "val_accuracy": card.get("metrics", {}).get("val", {}).get("plain", {}).get("accuracy"),
+            "stages": training.get("stages", []) + [_stage(card)],
+        }
+
+    def factory(self, build: Callable[[], Any]) -> Callable[[], Any]:
+        """What ``train_model`` builds the model with: ``build`` for a new one, else a load."""
+        if self.init_model is None:
+            return build
+        path = self.init_model
+        return lambda: load_model(path)
+
+    def training_record(self, result) -> dict[str, Any]:
+        """``result.summary()``, plus the earlier stages and the totals over all of them."""
+        record = result.summary()
+        if self.lineage is None:
+            return record
+        record["continued_from"] = {k: v for k, v in self.lineage.items() if k != "stages"}
+        record["stages"] = self.lineage["stages"]
+        record["total_epochs"] = (self.lineage["epochs"] or 0) + record["epochs_run"]
+        record["total_duration_s"] = round((self.lineage["duration_s"] or 0) + record["duration_s"], 1)
+        return record
+
+
+def _stage(card: dict[str, Any]) -> dict[str, Any]:
+    """One earlier stage of a continued run, as its card told it."""
+    training = card.get("training", {})
+    return {
+        "epochs_run": training.get("epochs_run"),
+        "duration_s": training.get("duration_s"),
+        "training": card.get("parameters", {}).get("training", {}),
+        "created": card.get("created"),
     }
 
 

@@ -8,6 +8,7 @@ resumes from its last finished epoch instead of from scratch.
 from __future__ import annotations
 
 import contextlib
+import math
 import os
 import shutil
 import time
@@ -24,6 +25,7 @@ from .data import Split, balanced_class_weights
 from .pipeline import make_dataset
 
 OPTIMIZERS = ("adam", "rmsprop", "sgd", "adamw")
+LR_SCHEDULES = ("plateau", "cosine")
 
 
 @dataclass
@@ -43,6 +45,9 @@ class TrainConfig:
     reduce_lr_patience: int | None = 3
     reduce_lr_factor: float = 0.5
     min_learning_rate: float = 1e-6
+    # "plateau": ReduceLROnPlateau on `monitor`; "cosine": decay to 1 % of learning_rate over `epochs`
+    # (no plateau reductions, whose noisy PublicTest readings can cut the rate too early)
+    lr_schedule: str = "plateau"
     monitor: str = "val_accuracy"
     seed: int = 42
     mixed_precision: bool = False  # bfloat16 compute; worth it on CPUs with AVX512_BF16 and on GPUs
@@ -53,6 +58,8 @@ class TrainConfig:
     def __post_init__(self) -> None:
         if self.optimizer not in OPTIMIZERS:
             raise ValueError(f"optimizer must be one of {', '.join(OPTIMIZERS)}, got '{self.optimizer}'")
+        if self.lr_schedule not in LR_SCHEDULES:
+            raise ValueError(f"lr_schedule must be one of {', '.join(LR_SCHEDULES)}, got '{self.lr_schedule}'")
         if self.epochs < 1 or self.batch_size < 1:
             raise ValueError(f"epochs and batch_size must be positive, got {self.epochs} and {self.batch_size}")
         if not self.learning_rate > 0:
@@ -76,6 +83,7 @@ class TrainResult:
     resumed: bool
     log_csv: Path
     notes: list[str] = field(default_factory=list)
+    weights_epoch: int | None = None  # the epoch whose weights the model holds: the best one, or the last
 
     def summary(self) -> dict[str, Any]:
         """The training facts a model card records."""
@@ -87,29 +95,37 @@ class TrainResult:
             "duration_s": round(self.duration_s, 1),
             "epochs_run": self.epochs_run,
             "best_epoch": self.best_epoch,
+            "weights_from_epoch": self.weights_epoch,
             "best_epoch_metrics": best,
             "resumed": self.resumed,
             "notes": self.notes,
         }
 
 
-def make_optimizer(config: TrainConfig) -> keras.optimizers.Optimizer:
+def make_optimizer(config: TrainConfig, decay_steps: int | None = None) -> keras.optimizers.Optimizer:
+    """The configured optimizer; with the cosine schedule it needs the run's length in steps."""
+    learning_rate = config.learning_rate
+    if config.lr_schedule == "cosine":
+        if not decay_steps:
+            raise ValueError("the cosine schedule needs decay_steps (batches per epoch x epochs)")
+        learning_rate = keras.optimizers.schedules.CosineDecay(config.learning_rate, decay_steps, alpha=0.01)
     if config.optimizer == "adam":
-        return keras.optimizers.Adam(config.learning_rate)
+        return keras.optimizers.Adam(learning_rate)
     if config.optimizer == "adamw":
-        return keras.optimizers.AdamW(config.learning_rate, weight_decay=config.weight_decay)
+        return keras.optimizers.AdamW(learning_rate, weight_decay=config.weight_decay)
     if config.optimizer == "rmsprop":
-        return keras.optimizers.RMSprop(config.learning_rate)
-    return keras.optimizers.SGD(config.learning_rate, momentum=config.momentum, nesterov=config.nesterov)
+        return keras.optimizers.RMSprop(learning_rate)
+    return keras.optimizers.SGD(learning_rate, momentum=config.momentum, nesterov=config.nesterov)
 
 
-def compile_model(model: keras.Model, config: TrainConfig) -> keras.Model:
+def compile_model(model: keras.Model, config: TrainConfig, decay_steps: int | None = None) -> keras.Model:
     """Sparse cross-entropy, or categorical with label smoothing (which needs one-hot labels)."""
     if config.label_smoothing:
         loss = keras.losses.CategoricalCrossentropy(label_smoothing=config.label_smoothing)
     else:
         loss = keras.losses.SparseCategoricalCrossentropy()
-    model.compile(optimizer=make_optimizer(config), loss=loss, metrics=["accuracy"], jit_compile=config.jit_compile)
+    model.compile(optimizer=make_optimizer(config, decay_steps), loss=loss, metrics=["accuracy"],
+                  jit_compile=config.jit_compile)
     return model
 
 
@@ -145,19 +161,20 @@ def train_model(
 ) -> TrainResult:
     """Fit ``model`` (or build it from a factory, inside the distribution scope) on a split.
 
-    Uses EarlyStopping on ``config.monitor`` restoring the best weights, ReduceLROnPlateau,
-    CSVLogger and BackupAndRestore; class weights and label smoothing are options.
+    Uses EarlyStopping on ``config.monitor`` restoring the best weights, ReduceLROnPlateau (or a
+    cosine decay over the whole run), CSVLogger and BackupAndRestore; class weights and label smoothing are options.
     Calling it again with the same ``work_dir`` after a crash resumes the run.
     """
     work_dir = Path(work_dir)
     work_dir.mkdir(parents=True, exist_ok=True)
     keras.utils.set_random_seed(config.seed)
     strategy = distribution_strategy()
+    decay_steps = math.ceil(len(train) / config.batch_size) * config.epochs
     with strategy.scope():
         if callable(model) and not isinstance(model, keras.Model):
             with precision_policy(config.mixed_precision):
                 model = model()
-        compile_model(model, config)
+        compile_model(model, config, decay_steps)
     num_classes = int(model.output.shape[-1])
     _check_labels(train, num_classes, "train")
     _check_labels(val, num_classes, "val")
@@ -177,7 +194,7 @@ def train_model(
         keras.callbacks.BackupAndRestore(str(backup_dir), delete_checkpoint=True),
         keras.callbacks.CSVLogger(str(log_csv), append=resumed),
     ]
-    if config.reduce_lr_patience:
+    if config.reduce_lr_patience and config.lr_schedule == "plateau":
         callbacks.append(keras.callbacks.ReduceLROnPlateau(
             monitor=config.monitor, factor=config.reduce_lr_factor, patience=config.reduce_lr_patience,
             min_lr=config.min_learning_rate, verbose=1 if config.verbose else 0,
@@ -207,7 +224,9 @@ def train_model(
     if time_limit is not None and time_limit.stopped_epoch is not None:
         notes.append(f"stopped after epoch {time_limit.stopped_epoch} by the {config.time_limit_minutes:g}-minute time limit")
     shutil.rmtree(backup_dir, ignore_errors=True)
-    return TrainResult(model, history, duration, len(history), best_epoch, resumed, log_csv, notes)
+    # EarlyStopping restores the best epoch's weights; without it the model keeps the last epoch's
+    weights_epoch = best_epoch if config.early_stopping_patience else len(history)
+    return TrainResult(model, history, duration, len(history), best_epoch, resumed, log_csv, notes, weights_epoch)
 
 
 class TimeLimit(keras.callbacks.Callback):

@@ -206,7 +206,8 @@ def test_predict_proba_tta_averages_image_and_mirror(tiny_model, faces):
     mirrored = ev.predict_proba(tiny_model, faces[:, :, ::-1, :])
     assert np.abs(plain - mirrored).max() > 0.1  # the model is not flip-invariant
     tta = ev.predict_proba(tiny_model, faces, batch_size=3, tta=True)
-    np.testing.assert_allclose(tta, (plain + mirrored) / 2, atol=1e-6)
+    # oneDNN's AVX-512 kernels round differently for different batch sizes (seen: 3.6e-6)
+    np.testing.assert_allclose(tta, (plain + mirrored) / 2, atol=1e-5)
 
 
 def test_predict_proba_rejects_bad_shape(tiny_model):

@@ -130,6 +130,17 @@ def test_smoke_exploration_and_comparison_figures(smoke_run):
     assert len(results) == 5 and (results["latency_ms"] > 0).all()
 
 
+@pytest.mark.parametrize("plan", sorted(p.stem for p in (ROOT / "plans").glob("*.yaml")))
+def test_every_shipped_plan_names_only_parameters_its_notebooks_declare(plan, tmp_path):
+    from fer_utils.batch import find_plan, prepare_steps, read_plan
+
+    steps = prepare_steps(read_plan(find_plan(plan)), tmp_path)  # raises PlanError on any unknown name
+    assert steps and all(step.notebook.is_file() for step in steps)
+    for step in steps:
+        if step.parameters.get("init_model"):
+            assert step.parameters["init_model"].endswith(".keras")
+
+
 def test_typo_in_a_plan_is_an_error_before_anything_runs(tmp_path):
     plan = tmp_path / "typo.yaml"
     plan.write_text("notebooks:\n  - notebook: 01_scratch_cnn\n    parameters: {epoch: 3, learning_rte: 0.1}\n")
@@ -175,3 +186,30 @@ def test_results_table_cli_prints_the_cards_figures(smoke_run):
         assert cells[1] == f"{100 * card['metrics']['test']['plain']['accuracy']:.1f} %"
         assert float(cells[7]) > 0, "latency per face"
     assert (run_dir / "reports" / "comparison" / "results.md").read_text().startswith("| model |")
+
+
+def test_a_notebook_continues_a_saved_model_as_a_second_stage(smoke_run, synthetic_csv, tmp_path):
+    """The cpu_continue plan's path: init_model loads the first stage, the card keeps its record."""
+    _, run_dir = smoke_run
+    first_path = run_dir / "models" / "scratch_cnn.keras"
+    first = read_model_card(first_path)
+    plan = tmp_path / "continue.yaml"
+    plan.write_text(json.dumps({"notebooks": [{"notebook": "01_scratch_cnn", "parameters": {
+        "data_path": str(synthetic_csv), "init_model": str(first_path), "epochs": 2, "batch_size": 32,
+        "optimizer": "adam", "learning_rate": 0.0003, "lr_schedule": "cosine", "early_stopping_patience": 0,
+        "jit_compile": False, "explain_faces": 2, "output_dir": str(tmp_path / "models"),
+        "reports_dir": str(tmp_path / "reports"), "work_dir": str(tmp_path / "work"),
+    }}]}))
+    completed = _batch(str(plan), "--runs-dir", str(tmp_path / "runs"), timeout=600)
+    assert completed.returncode == 0, completed.stdout[-3000:] + completed.stderr[-3000:]
+    card = read_model_card(tmp_path / "models" / "scratch_cnn.keras")
+    training = card["training"]
+    assert training["continued_from"]["sha256"] == first["file_sha256"]
+    assert training["continued_from"]["weights_source"] == first["weights_source"]
+    assert training["epochs_run"] == 2 and training["weights_from_epoch"] == 2
+    assert training["total_epochs"] == first["training"]["epochs_run"] + 2
+    assert training["total_duration_s"] > first["training"]["duration_s"]
+    assert [stage["epochs_run"] for stage in training["stages"]] == [first["training"]["epochs_run"]]
+    assert card["parameters"]["training"]["lr_schedule"] == "cosine"
+    # Two more epochs at a small learning rate keep what the first stage learned (it scored > 0.5).
+    assert card["metrics"]["test"]["plain"]["accuracy"] > 0.5

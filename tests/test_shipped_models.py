@@ -70,6 +70,12 @@ def test_shipped_card_is_complete_and_honest(name):
     if card["kind"] != "ensemble":
         assert "random initialisation" in weights or "imagenet" in weights.lower()
         assert card["training"]["duration_s"] < 2.5 * 3600, "every shipped run must fit 2.5 h on the CPU machine"
+        for stage in card["training"].get("stages", []):  # earlier runs a continued model built on
+            assert stage["duration_s"] < 2.5 * 3600
+        if "continued_from" in card["training"]:
+            assert card["training"]["continued_from"]["weights_source"] == weights, "the first stage's start is stated"
+            assert card["training"]["total_epochs"] == card["training"]["epochs_run"] + sum(
+                stage["epochs_run"] for stage in card["training"]["stages"])
     predictions = SAVED_MODELS / f"{name}_predictions.npz"
     assert predictions.exists(), "the comparison notebook reads these"
     with np.load(predictions) as stored:

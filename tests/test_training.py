@@ -35,6 +35,7 @@ def test_scratch_cnn_learns_synthetic_faces(synthetic_splits, tmp_path):
     assert evaluation.metrics["plain"]["macro_f1"] > 0.5
     assert list(result.history.columns[:1]) == ["epoch"] and len(result.history) == result.epochs_run
     assert result.history["val_accuracy"].max() > 0.5
+    assert result.summary()["weights_from_epoch"] == result.best_epoch, "EarlyStopping restores the best epoch"
     assert (tmp_path / "run" / "history.csv").exists()
     assert not (tmp_path / "run" / "backup").exists(), "a finished run leaves no backup behind"
 
@@ -205,3 +206,57 @@ def test_load_model_errors_are_clear(tmp_path):
         model_io.load_model(junk)
     with pytest.raises(ValueError, match="use the .keras format"):
         model_io.save_model(models.build_scratch_cnn(7), tmp_path / "model.h5")
+
+
+def test_cosine_schedule_decays_to_one_percent_without_plateau_cuts(synthetic_splits, tmp_path):
+    config = TrainConfig(epochs=3, batch_size=64, learning_rate=0.01, optimizer="sgd", lr_schedule="cosine",
+                         verbose=0, early_stopping_patience=None, reduce_lr_patience=1)
+    build = lambda: models.build_scratch_cnn(7, filters=(8,), dense_units=(16,))  # noqa: E731
+    rates = []
+    recorder = keras.callbacks.LambdaCallback(
+        on_epoch_end=lambda epoch, logs: rates.append(float(keras.ops.convert_to_numpy(
+            recorder.model.optimizer.learning_rate))))
+    result = train_model(build, synthetic_splits["train"], synthetic_splits["val"], config, tmp_path,
+                         extra_callbacks=[recorder])
+    assert len(result.history) == 3
+    assert result.summary()["weights_from_epoch"] == 3, "no EarlyStopping: the model keeps the last epoch"
+    assert rates[0] < 0.01 and rates[0] > rates[1] > rates[2], rates
+    np.testing.assert_allclose(rates[-1], 0.01 * 0.01, rtol=1e-3)  # alpha=0.01 at the last step
+    with pytest.raises(ValueError, match="lr_schedule"):
+        TrainConfig(lr_schedule="step")
+
+
+def test_a_run_continues_from_a_saved_model_and_its_card_keeps_the_lineage(synthetic_splits, tmp_path):
+    from fer_utils import experiment
+
+    train, val = synthetic_splits["train"], synthetic_splits["val"]
+    build = lambda: models.build_scratch_cnn(7, filters=(16, 32), dense_units=(32,), dropout=0.1)  # noqa: E731
+    first_config = TrainConfig(epochs=3, batch_size=32, verbose=0, early_stopping_patience=None, seed=3)
+    first = train_model(build, train, val, first_config, tmp_path / "first")
+    path = model_io.save_model(first.model, tmp_path / "model.keras",
+                               {"weights_source": "random initialisation (weights=None)",
+                                "parameters": {"training": first_config.to_dict()},
+                                "training": first.summary()})
+    first_val = first.model.evaluate(val.images, val.labels, verbose=0)[1]
+
+    start = experiment.StartingPoint(str(path))
+    seen = []
+    probe = keras.callbacks.LambdaCallback(
+        on_train_begin=lambda logs: seen.append(probe.model.evaluate(val.images, val.labels, verbose=0)[1]))
+    config = TrainConfig(epochs=2, batch_size=32, learning_rate=2e-4, lr_schedule="cosine", verbose=0,
+                         early_stopping_patience=None)
+    result = train_model(start.factory(lambda: pytest.fail("must load, not build")), train, val, config,
+                         tmp_path / "second", extra_callbacks=[probe])
+    assert seen[0] == pytest.approx(first_val, abs=1e-6), "the second stage starts from the saved weights"
+    assert result.history["val_accuracy"].max() >= first_val - 0.05
+
+    record = start.training_record(result)
+    assert record["total_epochs"] == 5
+    assert record["total_duration_s"] == pytest.approx(first.duration_s + result.duration_s, abs=0.2)
+    assert record["continued_from"]["sha256"] == model_io.file_sha256(path)
+    assert record["continued_from"]["weights_source"].startswith("random initialisation")
+    assert [stage["epochs_run"] for stage in record["stages"]] == [3]
+
+    assert experiment.StartingPoint("").factory(build) is build
+    with pytest.raises(FileNotFoundError, match="init_model"):
+        experiment.StartingPoint(str(tmp_path / "missing.keras"))
