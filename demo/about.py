@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from fer_utils.experiment import training_totals
+
 from .registry import DISPLAY_NAMES, LoadedModel, ModelSet
 
 
@@ -63,10 +65,9 @@ def _weights(loaded: LoadedModel) -> str:
 def _training(card: dict[str, Any]) -> str:
     training = card.get("training") or {}
     parts = []
-    epochs = training.get("total_epochs", training.get("epochs_run"))
+    epochs, duration = training_totals(training)
     if isinstance(epochs, int):
         parts.append(f"{epochs} epochs")
-    duration = training.get("total_duration_s", training.get("duration_s"))
     if isinstance(duration, (int, float)):
         parts.append(f"{duration / 60:.0f} min" if duration >= 60 else f"{duration:.0f} s")
     stages = training.get("stages")

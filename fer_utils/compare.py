@@ -17,6 +17,7 @@ import pandas as pd
 from matplotlib.figure import Figure
 
 from .evaluation import plot_confusion_matrix
+from .experiment import training_totals
 
 MODEL_ORDER = ("scratch_cnn", "resnet50", "mobilenetv2", "inceptionv3", "ensemble")
 
@@ -49,7 +50,7 @@ def results_table(cards: Mapping[str, dict], split: str = "test") -> pd.DataFram
             "macro_f1_tta": tta.get("macro_f1"),
             "parameters": card.get("parameters_total"),
             "size_mb": _megabytes(card.get("file_size_bytes", 0)),
-            "training_min": round(_training_seconds(card.get("training", {})) / 60, 1),
+            "training_min": round((training_totals(card.get("training", {}))[1] or 0) / 60, 1),
             "weights": card.get("weights_source", ""),
         })
     return pd.DataFrame(rows).set_index("model") if rows else pd.DataFrame()
@@ -65,11 +66,6 @@ def measure_latencies(cards: Mapping[str, dict], models_dir: str | os.PathLike, 
         predict = compiled_predictor(load_model(Path(models_dir) / card["file"]))
         latency[card.get("display_name", name)] = round(measure_latency(predict, repeats)["median_ms"], 1)
     return latency
-
-
-def _training_seconds(training: dict) -> float:
-    """All stages of a run that was continued from an earlier model, else the one run."""
-    return training.get("total_duration_s", training.get("duration_s", 0)) or 0
 
 
 def _megabytes(size_bytes: int) -> float:

@@ -130,13 +130,14 @@ class StartingPoint:
         if "ensemble" in card:
             raise ValueError(f"init_model '{self.init_model}' is an ensemble; continue its members instead")
         training = card.get("training", {})
+        epochs, seconds = training_totals(training)
         self.init_model = path
         self.lineage = {
             "file": path.name,
             "sha256": file_sha256(path),
             "weights_source": card.get("weights_source", "unknown (no model card)"),
-            "epochs": training.get("total_epochs", training.get("epochs_run")),
-            "duration_s": training.get("total_duration_s", training.get("duration_s")),
+            "epochs": epochs,
+            "duration_s": seconds,
             "val_accuracy": card.get("metrics", {}).get("val", {}).get("plain", {}).get("accuracy"),
             "stages": training.get("stages", []) + [_stage(card)],
         }
@@ -158,6 +159,12 @@ class StartingPoint:
         record["total_epochs"] = (self.lineage["epochs"] or 0) + record["epochs_run"]
         record["total_duration_s"] = round((self.lineage["duration_s"] or 0) + record["duration_s"], 1)
         return record
+
+
+def training_totals(training: dict[str, Any]) -> tuple[Any, Any]:
+    """Epochs and seconds over every stage of a card's training record (one stage if not continued)."""
+    return (training.get("total_epochs", training.get("epochs_run")),
+            training.get("total_duration_s", training.get("duration_s")))
 
 
 def _stage(card: dict[str, Any]) -> dict[str, Any]:
