@@ -57,16 +57,20 @@ class Outcome:
     executed: str = ""
 
 
+def shipped_plans() -> list[str]:
+    """The plan names in ``plans/``, for help texts and errors."""
+    return sorted(p.stem for p in (project_root() / PLANS_DIR).glob("*.y*ml"))
+
+
 def find_plan(plan: str | os.PathLike) -> Path:
-    """A plan file path, or a plan name from ``plans/`` (``smoke``, ``cpu``, ``paper``)."""
+    """A plan file path, or a plan name from ``plans/`` (``smoke``, ``cpu``, ``paper``, ...)."""
     path = Path(plan)
     if path.is_file():
         return path
     for candidate in (project_root() / PLANS_DIR / f"{plan}.yaml", project_root() / PLANS_DIR / f"{plan}.json"):
         if candidate.is_file():
             return candidate
-    available = sorted(p.stem for p in (project_root() / PLANS_DIR).glob("*.y*ml"))
-    raise PlanError(f"no plan '{plan}': give a file path or one of {', '.join(available) or 'none found'}")
+    raise PlanError(f"no plan '{plan}': give a file path or one of {', '.join(shipped_plans()) or 'none found'}")
 
 
 def read_plan(path: str | os.PathLike) -> dict[str, Any]:
@@ -199,7 +203,7 @@ def run_plan(
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m fer_utils.batch", description=__doc__.split("\n\n")[0])
-    parser.add_argument("plan", help="plan file, or a name from plans/: smoke, cpu, paper")
+    parser.add_argument("plan", help=f"plan file, or a name from plans/: {', '.join(shipped_plans())}")
     parser.add_argument("--data", help="data_path for every notebook that takes one (default: the plan's, else $FER2013_CSV)")
     parser.add_argument("--set", action="append", default=[], metavar="NAME=VALUE",
                         help="override a parameter for every notebook that declares it (value parsed as YAML)")

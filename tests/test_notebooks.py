@@ -150,6 +150,15 @@ def test_typo_in_a_plan_is_an_error_before_anything_runs(tmp_path):
     assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").rglob("*.ipynb"))
 
 
+def test_an_unknown_plan_name_lists_the_shipped_plans(tmp_path):
+    completed = _batch("cpu_thrid_stage", "--runs-dir", str(tmp_path / "runs"), timeout=120)
+    assert completed.returncode == 2
+    shipped = sorted(p.stem for p in (ROOT / "plans").glob("*.yaml"))
+    assert {"cpu", "cpu_continue", "cpu_third_stage", "paper", "smoke"} <= set(shipped)
+    assert f"no plan 'cpu_thrid_stage': give a file path or one of {', '.join(shipped)}" in completed.stderr
+    assert not (tmp_path / "runs").exists()
+
+
 def test_failed_notebook_is_reported_and_the_batch_goes_on(synthetic_csv, tmp_path):
     plan = tmp_path / "failing.yaml"
     plan.write_text(
