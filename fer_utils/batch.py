@@ -32,6 +32,7 @@ import pandas as pd
 from .experiment import RESULT_FILE_ENV, project_root
 
 PLANS_DIR = "plans"
+PLAN_SUFFIXES = (".yaml", ".yml", ".json")  # what a plan name is looked up with, in this order
 NOTEBOOKS_DIR = "notebooks"
 
 
@@ -59,7 +60,7 @@ class Outcome:
 
 def shipped_plans() -> list[str]:
     """The plan names in ``plans/``, for help texts and errors."""
-    return sorted(p.stem for p in (project_root() / PLANS_DIR).glob("*.y*ml"))
+    return sorted({p.stem for p in (project_root() / PLANS_DIR).iterdir() if p.suffix in PLAN_SUFFIXES})
 
 
 def find_plan(plan: str | os.PathLike) -> Path:
@@ -67,7 +68,8 @@ def find_plan(plan: str | os.PathLike) -> Path:
     path = Path(plan)
     if path.is_file():
         return path
-    for candidate in (project_root() / PLANS_DIR / f"{plan}.yaml", project_root() / PLANS_DIR / f"{plan}.json"):
+    for suffix in PLAN_SUFFIXES:
+        candidate = project_root() / PLANS_DIR / f"{plan}{suffix}"
         if candidate.is_file():
             return candidate
     raise PlanError(f"no plan '{plan}': give a file path or one of {', '.join(shipped_plans()) or 'none found'}")

@@ -162,7 +162,8 @@ def train_model(
     """Fit ``model`` (or build it from a factory, inside the distribution scope) on a split.
 
     Uses EarlyStopping on ``config.monitor`` restoring the best weights, ReduceLROnPlateau (or a
-    cosine decay over the whole run), CSVLogger and BackupAndRestore; class weights and label smoothing are options.
+    cosine decay over the whole run), CSVLogger and BackupAndRestore; class weights and label
+    smoothing are options.
     Calling it again with the same ``work_dir`` after a crash resumes the run.
     """
     work_dir = Path(work_dir)
