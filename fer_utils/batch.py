@@ -60,7 +60,7 @@ class Outcome:
 
 def shipped_plans() -> list[str]:
     """The plan names in ``plans/``, for help texts and errors."""
-    return sorted({p.stem for p in (project_root() / PLANS_DIR).iterdir() if p.suffix in PLAN_SUFFIXES})
+    return sorted({p.stem for p in (project_root() / PLANS_DIR).glob("*") if p.suffix in PLAN_SUFFIXES})
 
 
 def find_plan(plan: str | os.PathLike) -> Path:
