@@ -16,6 +16,7 @@ from typing import Any, Callable
 
 import numpy as np
 
+from . import models
 from .data import FerDataset, file_sha256, load_dataset
 from .model_io import describe_weights, library_versions, load_model, machine_description, now_iso, read_model_card
 
@@ -142,12 +143,24 @@ class StartingPoint:
             "stages": training.get("stages", []) + [_stage(card)],
         }
 
-    def factory(self, build: Callable[[], Any]) -> Callable[[], Any]:
-        """What ``train_model`` builds the model with: ``build`` for a new one, else a load."""
+    def factory(self, build: Callable[[], Any], image_size: int | None = None) -> Callable[[], Any]:
+        """What ``train_model`` builds the model with: ``build`` for a new one, else a load.
+
+        Where the saved model resizes faces to another size than ``image_size``, its weights go
+        into the model ``build`` makes (progressive resizing: a later stage at a larger input, for
+        the backbones whose layers do not depend on it).
+        """
         if self.init_model is None:
             return build
         path = self.init_model
-        return lambda: load_model(path)
+
+        def load():
+            model = load_model(path)
+            if image_size is None or models.input_size(model) == image_size:
+                return model
+            return models.transfer_weights(model, build())
+
+        return load
 
     def training_record(self, result) -> dict[str, Any]:
         """``result.summary()``, plus the earlier stages and the totals over all of them."""
@@ -174,6 +187,7 @@ def _stage(card: dict[str, Any]) -> dict[str, Any]:
         "epochs_run": training.get("epochs_run"),
         "duration_s": training.get("duration_s"),
         "training": card.get("parameters", {}).get("training", {}),
+        "model": card.get("parameters", {}).get("model", {}),
         "created": card.get("created"),
     }
 

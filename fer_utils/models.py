@@ -261,6 +261,28 @@ def _check_weights(weights):
 # ----------------------------------------------------------------------------- ensemble
 
 
+def input_size(model: keras.Model) -> int:
+    """The size ``model`` resizes faces to before its first convolution (48 without a resize layer)."""
+    try:
+        return int(model.get_layer("resize").height)
+    except ValueError:
+        return IMAGE_SIZE
+
+
+def transfer_weights(source: keras.Model, target: keras.Model) -> keras.Model:
+    """``target`` with ``source``'s weights: the same network built for another input size."""
+    have = [tuple(w.shape) for w in source.weights]
+    want = [tuple(w.shape) for w in target.weights]
+    if have != want:
+        raise ValueError(
+            f"cannot carry '{source.name}' ({input_size(source)} px) over to {input_size(target)} px: its layers "
+            "differ in more than the input size (a Flatten layer, or other model options such as head or "
+            "dense_units); keep the saved model's options, or set image_size to its size"
+        )
+    target.set_weights(source.get_weights())
+    return target
+
+
 def build_ensemble_head(num_members: int, num_classes: int, name: str = "ensemble_head") -> keras.Model:
     """The ensemble's only trained part: concatenated member probabilities to one softmax."""
     inputs = keras.Input((num_members * num_classes,), name="member_probabilities")

@@ -260,3 +260,37 @@ def test_a_run_continues_from_a_saved_model_and_its_card_keeps_the_lineage(synth
     assert experiment.StartingPoint("").factory(build) is build
     with pytest.raises(FileNotFoundError, match="init_model"):
         experiment.StartingPoint(str(tmp_path / "missing.keras"))
+
+
+def test_a_later_stage_carries_the_weights_to_a_larger_input(synthetic_splits, tmp_path):
+    from fer_utils import experiment
+
+    train, val = synthetic_splits["train"], synthetic_splits["val"]
+    options = dict(weights=None, trainable="all", head=[], dropout=0.3)
+    small = models.build_model("mobilenetv2", 7, image_size=32, **options)
+    path = model_io.save_model(small, tmp_path / "mobilenetv2.keras",
+                               {"parameters": {"model": {"image_size": 32}, "training": {"epochs": 1}},
+                                "training": {"epochs_run": 1, "duration_s": 1.0}})
+    assert models.input_size(small) == 32
+
+    start = experiment.StartingPoint(str(path))
+    larger = start.factory(lambda: models.build_model("mobilenetv2", 7, image_size=48, **options), 48)()
+    assert models.input_size(larger) == 48
+    assert len(larger.weights) == len(small.weights)
+    for carried, saved in zip(larger.weights, small.weights):
+        np.testing.assert_array_equal(carried.numpy(), saved.numpy())
+
+    config = TrainConfig(epochs=1, batch_size=32, verbose=0, early_stopping_patience=None)
+    result = train_model(start.factory(lambda: models.build_model("mobilenetv2", 7, image_size=48, **options), 48),
+                         train, val, config, tmp_path / "second")
+    assert models.input_size(result.model) == 48
+    assert start.training_record(result)["stages"][0]["model"] == {"image_size": 32}
+
+    same = start.factory(lambda: pytest.fail("same size: must load, not build"), 32)()
+    assert models.input_size(same) == 32
+
+    cnn = models.build_scratch_cnn(7, filters=(8,), dense_units=(8,))
+    cnn_path = model_io.save_model(cnn, tmp_path / "cnn.keras", {})
+    cnn_start = experiment.StartingPoint(str(cnn_path))
+    with pytest.raises(ValueError, match="differ in more than the input size"):
+        cnn_start.factory(lambda: models.build_scratch_cnn(7, filters=(8,), dense_units=(8,), image_size=64), 64)()
