@@ -258,9 +258,6 @@ def _check_weights(weights):
     return str(path)
 
 
-# ----------------------------------------------------------------------------- ensemble
-
-
 def input_size(model: keras.Model) -> int:
     """The size ``model`` resizes faces to before its first convolution (48 without a resize layer)."""
     try:
@@ -271,16 +268,18 @@ def input_size(model: keras.Model) -> int:
 
 def transfer_weights(source: keras.Model, target: keras.Model) -> keras.Model:
     """``target`` with ``source``'s weights: the same network built for another input size."""
-    have = [tuple(w.shape) for w in source.weights]
-    want = [tuple(w.shape) for w in target.weights]
-    if have != want:
+    try:
+        target.set_weights(source.get_weights())
+    except ValueError as error:
         raise ValueError(
             f"cannot carry '{source.name}' ({input_size(source)} px) over to {input_size(target)} px: its layers "
             "differ in more than the input size (a Flatten layer, or other model options such as head or "
             "dense_units); keep the saved model's options, or set image_size to its size"
-        )
-    target.set_weights(source.get_weights())
+        ) from error
     return target
+
+
+# ----------------------------------------------------------------------------- ensemble
 
 
 def build_ensemble_head(num_members: int, num_classes: int, name: str = "ensemble_head") -> keras.Model:
