@@ -32,6 +32,13 @@ DISPLAY_NAMES = {
 }
 
 
+def display_name(name: str, kind: str) -> str:
+    """A second model of a kind (another seed or width) must not look like the first in tables."""
+    if name in DISPLAY_NAMES:
+        return DISPLAY_NAMES[name]
+    return f"{DISPLAY_NAMES[kind]} ({name})" if kind in DISPLAY_NAMES else name
+
+
 def project_root() -> Path:
     """The checkout holding ``notebooks/``; notebooks and plans give paths relative to it."""
     candidate = Path(__file__).resolve().parents[1]
@@ -87,7 +94,7 @@ def model_card(
     return {
         "name": name,
         "kind": kind,
-        "display_name": DISPLAY_NAMES.get(kind, name),
+        "display_name": display_name(name, kind),
         "class_names": list(dataset.class_names),
         "input": "batch of 48x48x1 grayscale faces, raw 0-255 values (float32)",
         "weights_source": describe_weights(weights),

@@ -303,8 +303,12 @@ def build_ensemble(
     head = head or build_ensemble_head(len(members), k)
     inputs = keras.Input((IMAGE_SIZE, IMAGE_SIZE, 1), name="face")
     outputs = []
-    for member in members:
+    names: set[str] = set()
+    for index, member in enumerate(members):
         member.trainable = False
+        if member.name in names:  # two models of one kind (another seed or width): Keras needs unique names
+            member = keras.Model(member.input, member.output, name=f"{member.name}_{index + 1}")  # same layers
+        names.add(member.name)
         outputs.append(member(inputs, training=False))
     x = layers.Concatenate(name="member_probabilities")(outputs)
     return keras.Model(inputs, head(x), name=name)

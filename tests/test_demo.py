@@ -320,6 +320,47 @@ def test_about_panel_reads_cards_and_tolerates_missing_keys(models):
     assert "not evaluated" in mobilenet_row and "not recorded" in mobilenet_row
 
 
+def test_an_ensemble_member_outside_the_five_runs_inside_the_ensemble_only(tmp_path):
+    """A fifth member (a second scratch CNN) gets no tab of its own but counts in the ensemble's answer."""
+    import keras
+
+    from demo.about import about_markdown
+    from demo.inference import predict_all
+    from demo.registry import MODEL_NAMES, face_tensor, load_models
+    from fer_utils.experiment import display_name
+    from fer_utils.model_io import load_model, save_ensemble, save_model
+    from fer_utils.models import build_ensemble, build_model, ensemble_parts
+
+    for key in MEMBERS:
+        shutil.copy(trained_models_dir() / f"{key}.keras", tmp_path)
+        if (trained_models_dir() / f"{key}.json").exists():
+            shutil.copy(trained_models_dir() / f"{key}.json", tmp_path)
+    keras.utils.set_random_seed(3)
+    extra = build_model("scratch_cnn", 7, filters=(8, 16), dense_units=(16,), dropout=0.0, l2=0.0)
+    name = "scratch_cnn_small"
+    extra_path = save_model(extra, tmp_path / f"{name}.keras", {
+        "name": name, "kind": "scratch_cnn", "display_name": display_name(name, "scratch_cnn"),
+        "class_names": list(CLASS_NAMES_7)})
+    member_paths = [tmp_path / f"{key}.keras" for key in MEMBERS] + [extra_path]
+    members = [load_model(path) for path in member_paths]
+    save_ensemble(build_ensemble(members), tmp_path / "ensemble.keras", member_paths,
+                  {"name": "ensemble", "class_names": list(CLASS_NAMES_7)})
+
+    loaded = load_models(tmp_path)
+    assert list(loaded.models) == list(MODEL_NAMES) and not loaded.missing  # still five tabs
+    ensemble = loaded.models["ensemble"]
+    assert [m.key for m in ensemble.members] == [*MEMBERS, f"member:{name}"]
+    assert ensemble.members[-1].display_name == "Scratch CNN (scratch_cnn_small)"
+    face = synthetic_face(2, np.random.default_rng(4))
+    by_key = {p.key: p for p in predict_all(loaded, face)}
+    assert set(by_key) == set(MODEL_NAMES)
+    full = build_ensemble(members, head=ensemble_parts(ensemble.model)[1])  # the files, loaded afresh
+    np.testing.assert_allclose(by_key["ensemble"].probabilities, full(face_tensor(face), training=False).numpy()[0], atol=1e-5)
+    without_extra = ensemble.combine([by_key[key].probabilities for key in MEMBERS] + [np.full(7, 1 / 7, np.float32)])
+    assert not np.allclose(by_key["ensemble"].probabilities, without_extra, atol=1e-4), "the fifth member must count"
+    assert "Scratch CNN (scratch_cnn_small)" in about_markdown(loaded)
+
+
 def test_missing_models_are_listed_and_none_at_all_exits_1(tmp_path, capsys):
     from demo.app import build_demo, main
     from demo.registry import load_models

@@ -195,6 +195,22 @@ def test_ensemble_concatenates_frozen_members_and_saves_only_its_head(tmp_path):
         model_io.load_model(path)
 
 
+def test_ensemble_takes_two_models_of_one_kind(tmp_path):
+    """A second scratch CNN (another seed or width) keeps the builder's name; the ensemble still assembles."""
+    keras.utils.set_random_seed(5)
+    first, second = models.build_scratch_cnn(4, filters=(8, 16)), models.build_scratch_cnn(4, filters=(16, 32))
+    assert first.name == second.name
+    member_paths = [model_io.save_model(m, tmp_path / f"{file}.keras") for m, file in ((first, "a"), (second, "b"))]
+    ensemble = models.build_ensemble([first, second])
+    faces = _faces(3)
+    member_probs = np.concatenate([first.predict(faces, verbose=0), second.predict(faces, verbose=0)], axis=1)
+    members, head = models.ensemble_parts(ensemble)
+    assert len(members) == 2
+    np.testing.assert_allclose(ensemble.predict(faces, verbose=0), head.predict(member_probs, verbose=0), rtol=1e-5)
+    path = model_io.save_ensemble(ensemble, tmp_path / "ensemble.keras", member_paths, {"name": "ensemble"})
+    np.testing.assert_allclose(model_io.load_model(path).predict(faces, verbose=0), ensemble.predict(faces, verbose=0), rtol=1e-5)
+
+
 def test_ensemble_members_must_agree_on_classes():
     with pytest.raises(ValueError, match="disagree on the number of classes"):
         models.build_ensemble([models.build_scratch_cnn(4), models.build_scratch_cnn(7, name="b")])
