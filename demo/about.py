@@ -57,6 +57,8 @@ def _weights(loaded: LoadedModel) -> str:
     card = loaded.card or {}
     if loaded.is_ensemble:
         names = ", ".join(m.display_name for m in loaded.members)
+        if _get(card, "ensemble", "combine") == "mean":
+            return f"the mean of the probabilities of {names} (members frozen; no weights of its own)"
         return f"a trained head on the probabilities of {names} (members frozen)"
     source = card.get("weights_source")
     return source if isinstance(source, str) and source else "not recorded"
@@ -64,6 +66,10 @@ def _weights(loaded: LoadedModel) -> str:
 
 def _training(card: dict[str, Any]) -> str:
     training = card.get("training") or {}
+    if _get(card, "ensemble", "combine") == "mean":
+        compared = "learned" in (training.get("val_accuracy_by_combine") or {})
+        return "nothing to train: the mean of its members" + (
+            ", kept over a trained head for its higher PublicTest accuracy" if compared else "")
     parts = []
     epochs, duration = training_totals(training)
     if isinstance(epochs, int):

@@ -19,7 +19,7 @@ from typing import Any
 import keras
 
 from .data import file_sha256
-from .models import build_ensemble, ensemble_parts
+from .models import build_ensemble, ensemble_combine, ensemble_parts
 
 CARD_SUFFIX = ".json"
 
@@ -76,6 +76,7 @@ def save_ensemble(
         "member_sha256": [file_sha256(p) for p in member_paths],
         "assembly": "load each member file, run them side by side on the same face, concatenate "
         "their probabilities in this order and apply this file's head (fer_utils.model_io.load_model does it)",
+        "combine": ensemble_combine(head),
     }
     save_model(head, path)
     write_model_card(path, _with_file_facts(card, ensemble, path))

@@ -282,10 +282,31 @@ def transfer_weights(source: keras.Model, target: keras.Model) -> keras.Model:
 # ----------------------------------------------------------------------------- ensemble
 
 
-def build_ensemble_head(num_members: int, num_classes: int, name: str = "ensemble_head") -> keras.Model:
-    """The ensemble's only trained part: concatenated member probabilities to one softmax."""
+ENSEMBLE_COMBINES = ("learned", "mean")
+
+
+def build_ensemble_head(
+    num_members: int, num_classes: int, name: str = "ensemble_head", combine: str = "learned"
+) -> keras.Model:
+    """The members' concatenated probabilities to one answer.
+
+    ``"learned"`` is the reference study's Dense softmax, trained on the members' outputs;
+    ``"mean"`` averages their probabilities, has nothing to train and so cannot learn the
+    members' overconfidence on the faces they were trained on (FER2013's best ensembles average).
+    """
+    if combine not in ENSEMBLE_COMBINES:
+        raise ValueError(f"unknown ensemble combine '{combine}'; use one of {', '.join(ENSEMBLE_COMBINES)}")
     inputs = keras.Input((num_members * num_classes,), name="member_probabilities")
-    return keras.Model(inputs, _softmax(inputs, num_classes), name=name)
+    if combine == "learned":
+        return keras.Model(inputs, _softmax(inputs, num_classes), name=name)
+    per_member = layers.Reshape((num_members, num_classes), name="per_member")(inputs)
+    mean = layers.GlobalAveragePooling1D(dtype="float32", name="predictions")(per_member)
+    return keras.Model(inputs, mean, name=name)
+
+
+def ensemble_combine(head: keras.Model) -> str:
+    """Which of :data:`ENSEMBLE_COMBINES` a head does: only the learned one has weights."""
+    return "learned" if head.weights else "mean"
 
 
 def build_ensemble(

@@ -20,6 +20,7 @@ import numpy as np
 import pandas as pd
 import keras
 import tensorflow as tf
+from tqdm.auto import tqdm
 
 from .data import Split, balanced_class_weights
 from .pipeline import make_dataset
@@ -277,29 +278,92 @@ def _check_labels(split: Split, num_classes: int, name: str) -> None:
         )
 
 
-def train_ensemble_head(
+ENSEMBLE_CHOICES = ("learned", "mean", "auto")
+
+
+@dataclass
+class EnsembleFit:
+    """The assembled ensemble, which head it got, and the PublicTest readings that decided it."""
+
+    model: keras.Model
+    combine: str  # the head it got: "learned" or "mean"
+    val_accuracy: dict[str, float]  # accuracy on the selection split of each head considered
+    training: TrainResult | None  # the learned head's run; None where only the mean was considered
+    duration_s: float  # members' forward passes included: they cost more than the head
+
+    @property
+    def history(self) -> pd.DataFrame | None:
+        return None if self.training is None else self.training.history
+
+    @property
+    def head_source(self) -> str:
+        """Where the head's weights come from, for the model card."""
+        if self.combine == "mean":
+            return "mean of the members' probabilities (no weights)"
+        return "head trained here on the members' outputs"
+
+    def summary(self) -> dict[str, Any]:
+        """The training facts a model card records, with the choice of head."""
+        if self.training is not None:
+            facts = self.training.summary()
+        else:
+            facts = {"epochs_run": 0, "best_epoch": None, "weights_from_epoch": None,
+                     "best_epoch_metrics": None, "resumed": False, "notes": []}
+        readings = ", ".join(f"{name} {accuracy:.4f}" for name, accuracy in self.val_accuracy.items())
+        return {
+            **facts,
+            "duration_s": round(self.duration_s, 1),
+            "combine": self.combine,
+            "val_accuracy_by_combine": {name: round(value, 4) for name, value in self.val_accuracy.items()},
+            "notes": [*facts["notes"], f"head: {self.combine} (selection-split accuracy: {readings})"],
+        }
+
+
+def fit_ensemble(
     members: list[keras.Model],
     train: Split,
     val: Split,
     config: TrainConfig,
     work_dir: str | os.PathLike,
-) -> TrainResult:
-    """Train only the ensemble's head, on the frozen members' probabilities computed once.
+    combine: str = "learned",
+) -> EnsembleFit:
+    """Put a head on frozen members: the reference study's trained Dense softmax ("learned"),
+    the mean of their probabilities ("mean"), or whichever of the two reads higher on ``val``
+    ("auto"; a tie goes to the mean, which has nothing to overfit).
 
-    The members are frozen and the ensemble uses no augmentation, so this equals training
-    the assembled model end to end, at the cost of one forward pass per member per face
-    instead of one per epoch. The returned result's model is the assembled ensemble.
+    Only the head learns and the ensemble uses no augmentation, so the head trains on the
+    members' probabilities computed once per face instead of once per epoch. The mean needs
+    no training faces at all, which skips the members' pass over the training split.
     """
     from .evaluation import predict_proba
     from .models import build_ensemble, build_ensemble_head
 
-    def features(split: Split) -> Split:
-        probabilities = [predict_proba(member, split.images, batch_size=config.batch_size * 4) for member in members]
+    if combine not in ENSEMBLE_CHOICES:
+        raise ValueError(f"combine must be one of {', '.join(ENSEMBLE_CHOICES)}, got '{combine}'")
+    start = time.monotonic()
+
+    def features(split: Split, name: str) -> Split:
+        probabilities = [
+            predict_proba(member, split.images, batch_size=config.batch_size * 4)
+            for member in tqdm(members, desc=f"members on {name} ({len(split):,} faces)", unit="model",
+                               disable=not config.verbose)
+        ]
         return Split(np.concatenate(probabilities, axis=1), split.labels)
 
     num_classes = int(members[0].output.shape[-1])
-    result = train_model(
-        lambda: build_ensemble_head(len(members), num_classes), features(train), features(val), config, work_dir
-    )
-    result.model = build_ensemble(members, head=result.model)
-    return result
+    val_features = features(val, "val")
+    heads: dict[str, keras.Model] = {}
+    training = None
+    if combine in ("learned", "auto"):
+        build = lambda: build_ensemble_head(len(members), num_classes)  # noqa: E731
+        training = train_model(build, features(train, "train"), val_features, config, work_dir)
+        heads["learned"] = training.model
+    if combine in ("mean", "auto"):
+        heads["mean"] = build_ensemble_head(len(members), num_classes, combine="mean")
+    accuracy = {
+        name: float(np.mean(np.asarray(head(val_features.images, training=False)).argmax(axis=1) == val.labels))
+        for name, head in heads.items()
+    }
+    chosen = max(heads, key=lambda name: (accuracy[name], name == "mean"))
+    ensemble = build_ensemble(members, head=heads[chosen])
+    return EnsembleFit(ensemble, chosen, accuracy, training, time.monotonic() - start)

@@ -361,6 +361,28 @@ def test_an_ensemble_member_outside_the_five_runs_inside_the_ensemble_only(tmp_p
     assert "Scratch CNN (scratch_cnn_small)" in about_markdown(loaded)
 
 
+def test_a_mean_ensemble_serves_the_average_of_its_members_and_says_so(tmp_path):
+    from demo.about import about_markdown
+    from demo.inference import predict_all
+    from demo.registry import load_models
+    from fer_utils.model_io import load_model, save_ensemble
+    from fer_utils.models import build_ensemble, build_ensemble_head
+
+    for key in MEMBERS:
+        shutil.copy(trained_models_dir() / f"{key}.keras", tmp_path)
+    member_paths = [tmp_path / f"{key}.keras" for key in MEMBERS]
+    head = build_ensemble_head(len(MEMBERS), 7, combine="mean")
+    save_ensemble(build_ensemble([load_model(p) for p in member_paths], head=head), tmp_path / "ensemble.keras",
+                  member_paths, {"name": "ensemble", "class_names": list(CLASS_NAMES_7),
+                                 "training": {"val_accuracy_by_combine": {"learned": 0.6, "mean": 0.62}}})
+    loaded = load_models(tmp_path)
+    by_key = {p.key: p for p in predict_all(loaded, synthetic_face(5, np.random.default_rng(8)))}
+    expected = np.mean([by_key[key].probabilities for key in MEMBERS], axis=0)
+    np.testing.assert_allclose(by_key["ensemble"].probabilities, expected, atol=1e-6)
+    row = next(line for line in about_markdown(loaded).splitlines() if line.startswith("| Ensemble"))
+    assert "the mean of the probabilities of" in row and "kept over a trained head" in row
+
+
 def test_missing_models_are_listed_and_none_at_all_exits_1(tmp_path, capsys):
     from demo.app import build_demo, main
     from demo.registry import load_models

@@ -211,6 +211,26 @@ def test_ensemble_takes_two_models_of_one_kind(tmp_path):
     np.testing.assert_allclose(model_io.load_model(path).predict(faces, verbose=0), ensemble.predict(faces, verbose=0), rtol=1e-5)
 
 
+def test_mean_ensemble_averages_member_probabilities_and_its_file_has_no_weights(tmp_path):
+    keras.utils.set_random_seed(3)
+    members = [models.build_scratch_cnn(4, filters=(8,), name="cnn_a"), models.build_scratch_cnn(4, filters=(16,), name="cnn_b")]
+    member_paths = [model_io.save_model(m, tmp_path / f"{m.name}.keras") for m in members]
+    head = models.build_ensemble_head(2, 4, combine="mean")
+    assert head.weights == [] and models.ensemble_combine(head) == "mean"
+    ensemble = models.build_ensemble(members, head=head)
+    faces = _faces(5)
+    expected = np.mean([m.predict(faces, verbose=0) for m in members], axis=0)
+    np.testing.assert_allclose(ensemble.predict(faces, verbose=0), expected, rtol=1e-5)
+
+    path = model_io.save_ensemble(ensemble, tmp_path / "ensemble.keras", member_paths, {"name": "ensemble"})
+    assert model_io.read_model_card(path)["ensemble"]["combine"] == "mean"
+    np.testing.assert_allclose(model_io.load_model(path).predict(faces, verbose=0), expected, rtol=1e-5)  # safe mode
+    learned = models.build_ensemble(members)
+    assert models.ensemble_combine(models.ensemble_parts(learned)[1]) == "learned"
+    with pytest.raises(ValueError, match="unknown ensemble combine 'vote'"):
+        models.build_ensemble_head(2, 4, combine="vote")
+
+
 def test_ensemble_members_must_agree_on_classes():
     with pytest.raises(ValueError, match="disagree on the number of classes"):
         models.build_ensemble([models.build_scratch_cnn(4), models.build_scratch_cnn(7, name="b")])

@@ -17,11 +17,12 @@ from fer_utils import model_io, models
 from fer_utils.data import Split
 from fer_utils.evaluation import evaluate_model
 from fer_utils.pipeline import build_augmentation, make_dataset
-from fer_utils.training import TrainConfig, train_model
+from fer_utils.training import TrainConfig, fit_ensemble, train_model
 
 
 def test_scratch_cnn_learns_synthetic_faces(synthetic_splits, tmp_path):
-    config = TrainConfig(epochs=8, batch_size=32, optimizer="adam", learning_rate=1e-3, verbose=0, seed=1)
+    # 8 epochs left it still climbing (0.56-0.77 across seeds and CPUs); 20 epochs read 0.91-0.97 over seeds 1-8.
+    config = TrainConfig(epochs=20, batch_size=32, optimizer="adam", learning_rate=1e-3, verbose=0, seed=1)
     result = train_model(
         lambda: models.build_scratch_cnn(7, filters=(16, 32, 64), dense_units=(64,), dropout=0.2),
         synthetic_splits["train"], synthetic_splits["val"], config, tmp_path / "run",
@@ -30,14 +31,49 @@ def test_scratch_cnn_learns_synthetic_faces(synthetic_splits, tmp_path):
     test = synthetic_splits["test"]
     evaluation = evaluate_model(result.model, test.images, test.labels, CLASS_NAMES_7, tta=True)
     # Chance is 1/7 = 0.14 on held-out faces the model never saw.
-    assert evaluation.metrics["plain"]["accuracy"] > 0.6, evaluation.summary()
-    assert evaluation.metrics["tta"]["accuracy"] > 0.6
-    assert evaluation.metrics["plain"]["macro_f1"] > 0.5
+    assert evaluation.metrics["plain"]["accuracy"] > 0.8, evaluation.summary()
+    assert evaluation.metrics["tta"]["accuracy"] > 0.8
+    assert evaluation.metrics["plain"]["macro_f1"] > 0.8
     assert list(result.history.columns[:1]) == ["epoch"] and len(result.history) == result.epochs_run
-    assert result.history["val_accuracy"].max() > 0.5
+    assert result.history["val_accuracy"].max() > 0.7
     assert result.summary()["weights_from_epoch"] == result.best_epoch, "EarlyStopping restores the best epoch"
     assert (tmp_path / "run" / "history.csv").exists()
     assert not (tmp_path / "run" / "backup").exists(), "a finished run leaves no backup behind"
+
+
+def test_fit_ensemble_keeps_the_head_that_reads_higher_on_the_selection_split(synthetic_splits, tmp_path):
+    train, val, test = synthetic_splits["train"], synthetic_splits["val"], synthetic_splits["test"]
+    members = []
+    for seed, filters in ((1, (16, 32, 64)), (2, (16, 32))):
+        config = TrainConfig(epochs=15, batch_size=32, verbose=0, seed=seed, early_stopping_patience=None)
+        build = lambda: models.build_scratch_cnn(7, filters=filters, dense_units=(64,), name=f"cnn_{seed}")  # noqa: E731
+        members.append(train_model(build, train, val, config, tmp_path / f"member{seed}").model)
+    head_config = TrainConfig(epochs=20, batch_size=32, learning_rate=1e-2, verbose=0, reduce_lr_patience=None)
+
+    auto = fit_ensemble(members, train, val, head_config, tmp_path / "auto", combine="auto")
+    assert set(auto.val_accuracy) == {"learned", "mean"}
+    assert auto.val_accuracy[auto.combine] == max(auto.val_accuracy.values())
+    val_accuracy = float(np.mean(auto.model.predict(val.images, verbose=0).argmax(axis=1) == val.labels))
+    assert val_accuracy == pytest.approx(auto.val_accuracy[auto.combine], abs=1.5 / len(val))
+    assert evaluate_model(auto.model, test.images, test.labels, CLASS_NAMES_7).metrics["plain"]["accuracy"] > 0.7, auto.val_accuracy
+    summary = auto.summary()
+    assert summary["combine"] == auto.combine and summary["epochs_run"] == auto.training.epochs_run >= 1
+    assert auto.combine in summary["notes"][-1] and summary["duration_s"] >= auto.training.duration_s
+
+    # The mean has nothing to train, so it never needs the training faces.
+    no_faces = Split(np.empty((0, 48, 48, 1), np.uint8), np.empty(0, np.int64))
+    mean = fit_ensemble(members, no_faces, val, head_config, tmp_path / "mean", combine="mean")
+    assert mean.combine == "mean" and mean.training is None and mean.history is None
+    assert mean.val_accuracy["mean"] == auto.val_accuracy["mean"]
+    assert mean.summary()["epochs_run"] == 0 and "no weights" in mean.head_source
+    expected = np.mean([m.predict(test.images, verbose=0) for m in members], axis=0)
+    np.testing.assert_allclose(mean.model.predict(test.images, verbose=0), expected, rtol=1e-5)
+
+    learned = fit_ensemble(members, train, val, head_config, tmp_path / "learned", combine="learned")
+    assert learned.combine == "learned" and set(learned.val_accuracy) == {"learned"}
+    assert learned.val_accuracy["learned"] > 0.7, "the Dense head learns to combine the members"
+    with pytest.raises(ValueError, match="combine must be one of learned, mean, auto"):
+        fit_ensemble(members, train, val, head_config, tmp_path / "vote", combine="vote")
 
 
 class _Crash(keras.callbacks.Callback):
