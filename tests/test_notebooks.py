@@ -154,7 +154,7 @@ def test_an_unknown_plan_name_lists_the_shipped_plans(tmp_path):
     completed = _batch("cpu_thrid_stage", "--runs-dir", str(tmp_path / "runs"), timeout=120)
     assert completed.returncode == 2
     shipped = sorted(p.stem for p in (ROOT / "plans").glob("*.yaml"))
-    assert {"cpu", "cpu_continue", "cpu_third_stage", "cpu_fourth_stage", "cpu_larger_input", "paper", "smoke"} <= set(shipped)
+    assert {"cpu", "cpu_continue", "cpu_third_stage", "cpu_fourth_stage", "cpu_larger_input", "cpu_second_cnn", "cpu_third_cnn", "paper", "smoke"} <= set(shipped)
     assert f"no plan 'cpu_thrid_stage': give a file path or one of {', '.join(shipped)}" in completed.stderr
     assert not (tmp_path / "runs").exists()
 
