@@ -20,6 +20,7 @@ import numpy as np
 import pandas as pd
 import keras
 import tensorflow as tf
+from sklearn.metrics import accuracy_score
 from tqdm.auto import tqdm
 
 from .data import Split, balanced_class_weights
@@ -361,7 +362,7 @@ def fit_ensemble(
     if combine in ("mean", "auto"):
         heads["mean"] = build_ensemble_head(len(members), num_classes, combine="mean")
     accuracy = {
-        name: float(np.mean(np.asarray(head(val_features.images, training=False)).argmax(axis=1) == val.labels))
+        name: float(accuracy_score(val.labels, np.asarray(head(val_features.images, training=False)).argmax(axis=1)))
         for name, head in heads.items()
     }
     chosen = max(heads, key=lambda name: (accuracy[name], name == "mean"))
