@@ -23,6 +23,7 @@ import json
 import os
 import sys
 import time
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -137,11 +138,18 @@ def run_steps(steps: list[Step], run_dir: Path, kernel: str = "python3", progres
 
     run_dir.mkdir(parents=True, exist_ok=True)
     outcomes = []
+    seen: Counter[str] = Counter()
     for number, step in enumerate(steps, start=1):
-        executed = run_dir / step.notebook.name
-        result_file = run_dir / "results" / f"{step.notebook.stem}.json"
+        # A plan may run one notebook twice (two CNNs with other parameters): the second copy
+        # is 01_scratch_cnn-2.ipynb, so it does not overwrite the first one's record.
+        stem = step.notebook.stem
+        seen[stem] += 1
+        if seen[stem] > 1:
+            stem += f"-{seen[stem]}"
+        executed = run_dir / f"{stem}.ipynb"
+        result_file = run_dir / "results" / f"{stem}.json"
         result_file.unlink(missing_ok=True)
-        print(f"[{number}/{len(steps)}] {step.notebook.name} {json.dumps(step.parameters, default=str)}", flush=True)
+        print(f"[{number}/{len(steps)}] {executed.name} {json.dumps(step.parameters, default=str)}", flush=True)
         os.environ[RESULT_FILE_ENV] = str(result_file)
         started = time.perf_counter()
         status, error = "ok", ""
@@ -161,7 +169,7 @@ def run_steps(steps: list[Step], run_dir: Path, kernel: str = "python3", progres
         seconds = time.perf_counter() - started
         recorded = json.loads(result_file.read_text()) if result_file.exists() else {}
         outcome = Outcome(
-            step.notebook.name, status, seconds, recorded.get("key_metric", ""), recorded.get("value"),
+            executed.name, status, seconds, recorded.get("key_metric", ""), recorded.get("value"),
             recorded.get("outputs", []), error, str(executed) if executed.exists() else "",
         )
         outcomes.append(outcome)

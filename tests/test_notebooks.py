@@ -177,6 +177,26 @@ def test_failed_notebook_is_reported_and_the_batch_goes_on(synthetic_csv, tmp_pa
     assert any(o.get("ename") == "FileNotFoundError" for c in partial["cells"] for o in c.get("outputs", []))
 
 
+def test_a_plan_can_run_one_notebook_twice_and_keeps_both_records(synthetic_csv, tmp_path):
+    """Two CNNs in one plan: the second executed copy must not overwrite the first."""
+    plan = tmp_path / "twice.yaml"
+    plan.write_text(
+        "notebooks:\n"
+        f"  - notebook: 00_data_exploration\n    parameters: {{data_path: {synthetic_csv}, reports_dir: {tmp_path / 'first'}}}\n"
+        f"  - notebook: 00_data_exploration\n    parameters: {{data_path: {synthetic_csv}, reports_dir: {tmp_path / 'second'}}}\n"
+    )
+    completed = _batch(str(plan), "--runs-dir", str(tmp_path / "runs"), timeout=600)
+    assert completed.returncode == 0, completed.stdout[-3000:] + completed.stderr[-3000:]
+    run_dir = next((tmp_path / "runs").iterdir())
+    summary = pd.read_csv(run_dir / "summary.csv")
+    assert summary["notebook"].tolist() == ["00_data_exploration.ipynb", "00_data_exploration-2.ipynb"]
+    assert summary["status"].tolist() == ["ok", "ok"]
+    for executed, reports in (("00_data_exploration.ipynb", "first"), ("00_data_exploration-2.ipynb", "second")):
+        source = "".join("".join(c["source"]) for c in json.loads((run_dir / executed).read_text())["cells"])
+        assert str(tmp_path / reports) in source, f"{executed} ran with its own parameters"
+        assert (tmp_path / reports / "data" / "class_distribution.png").stat().st_size > 5_000
+
+
 def test_results_table_cli_prints_the_cards_figures(smoke_run):
     _, run_dir = smoke_run
     models_dir = run_dir / "models"
