@@ -24,6 +24,7 @@ from sklearn.metrics import accuracy_score
 from tqdm.auto import tqdm
 
 from .data import Split, balanced_class_weights
+from .models import ENSEMBLE_COMBINES
 from .pipeline import make_dataset
 
 OPTIMIZERS = ("adam", "rmsprop", "sgd", "adamw")
@@ -279,7 +280,7 @@ def _check_labels(split: Split, num_classes: int, name: str) -> None:
         )
 
 
-ENSEMBLE_CHOICES = ("learned", "mean", "auto")
+ENSEMBLE_CHOICES = (*ENSEMBLE_COMBINES, "auto")
 
 
 @dataclass
