@@ -96,6 +96,8 @@ def _size(card: dict[str, Any]) -> str:
     size = card.get("file_size_bytes")
     if isinstance(size, int):
         parts.append(f"{size / 1024 / 1024:.1f} MB" if size >= 1024 * 1024 else f"{size / 1024:.0f} KB")
+    if card.get("weights_dtype") == "float16":
+        parts.append("weights stored as float16")
     return ", ".join(parts)
 
 

@@ -3,25 +3,33 @@
 A model file is written next to its final name and renamed into place, so a crash or a
 full disk never leaves a half-written model where a loader would find it. An ensemble
 file holds only its trained head; its card names the member files it is assembled from
-on load, so members' weights are never stored twice.
+on load, so members' weights are never stored twice. A model's weights can be stored at half
+precision (``weights_dtype="float16"``): half the file, loaded back into float32 layers.
 """
 
 from __future__ import annotations
 
 import datetime as _dt
+import io
 import json
 import os
 import platform
 import tempfile
+import zipfile
 from pathlib import Path
 from typing import Any
 
+import h5py
 import keras
+import numpy as np
 
 from .data import file_sha256
 from .models import build_ensemble, ensemble_combine, ensemble_parts
 
 CARD_SUFFIX = ".json"
+#: How a model file stores its weights: as trained, or rounded to half precision.
+WEIGHTS_DTYPES = ("float32", "float16")
+_FLOAT16_MAX = float(np.finfo(np.float16).max)
 
 
 def card_path(model_path: str | os.PathLike) -> Path:
@@ -29,24 +37,102 @@ def card_path(model_path: str | os.PathLike) -> Path:
     return Path(model_path).with_suffix(CARD_SUFFIX)
 
 
-def save_model(model: keras.Model, path: str | os.PathLike, card: dict[str, Any] | None = None) -> Path:
+def save_model(
+    model: keras.Model,
+    path: str | os.PathLike,
+    card: dict[str, Any] | None = None,
+    *,
+    weights_dtype: str = "float32",
+) -> Path:
     """Save ``model`` (``.keras``) atomically, and its card beside it when given.
 
     The optimizer's state is left out: Adam keeps two more copies of every weight, which would
     triple the files we ship, and nothing resumes training from a shipped model (interrupted
-    runs resume from ``train_model``'s backup instead).
+    runs resume from ``train_model``'s backup instead). ``weights_dtype="float16"`` stores the
+    weights at half precision, half the file; measure the model after ``round_weights`` so the
+    card's figures are those of what is stored.
     """
     path = _keras_path(path)
+    _check_weights_dtype(weights_dtype)
     path.parent.mkdir(parents=True, exist_ok=True)
     partial = path.with_name(f".{path.stem}.{os.getpid()}.partial.keras")
     try:
         _without_optimizer(model).save(partial)
+        if weights_dtype == "float16":
+            _store_weights_as_float16(partial)
         os.replace(partial, path)
     finally:
         partial.unlink(missing_ok=True)
     if card is not None:
-        write_model_card(path, _with_file_facts(card, model, path))
+        write_model_card(path, _with_file_facts(card, model, path, weights_dtype))
     return path
+
+
+def round_weights(model: keras.Model, weights_dtype: str) -> keras.Model:
+    """Round the float32 weights, in place, to what a ``weights_dtype`` file holds.
+
+    Evaluating the model afterwards measures exactly what ``save_model(..., weights_dtype=...)``
+    writes and ``load_model`` reads back.
+    """
+    _check_weights_dtype(weights_dtype)
+    if weights_dtype == "float16":
+        for variable in model.weights:
+            value = keras.ops.convert_to_numpy(variable)
+            if value.dtype == np.float32:
+                variable.assign(_as_float16(value, variable.path).astype(np.float32))
+    return model
+
+
+def stored_weights_dtypes(path: str | os.PathLike) -> set[str]:
+    """The dtypes of the floating-point weights a ``.keras`` file holds."""
+    with zipfile.ZipFile(path) as archive, h5py.File(io.BytesIO(archive.read("model.weights.h5"))) as weights:
+        found: set[str] = set()
+        weights.visititems(lambda _, item: found.add(str(item.dtype))
+                           if isinstance(item, h5py.Dataset) and item.dtype.kind == "f" else None)
+    return found
+
+
+def _check_weights_dtype(weights_dtype: str) -> None:
+    if weights_dtype not in WEIGHTS_DTYPES:
+        raise ValueError(f"weights_dtype must be one of {', '.join(WEIGHTS_DTYPES)}; got {weights_dtype!r}")
+
+
+def _as_float16(value: np.ndarray, name: str) -> np.ndarray:
+    """Half precision, refusing values it cannot hold rather than storing infinities."""
+    largest = float(np.max(np.abs(value), initial=0.0))
+    if not np.isfinite(largest) or largest > _FLOAT16_MAX:
+        raise ValueError(
+            f"weight '{name}' holds {largest:g}, beyond float16's range (+-{_FLOAT16_MAX:g}); "
+            "save this model with weights_dtype='float32'"
+        )
+    return value.astype(np.float16)
+
+
+def _store_weights_as_float16(keras_file: Path) -> None:
+    """Rewrite the file's float32 weight datasets as float16; Keras casts them back to the layers' dtype on load."""
+    with zipfile.ZipFile(keras_file) as archive:
+        entries = [(info, archive.read(info)) for info in archive.infolist()]
+    with zipfile.ZipFile(keras_file, "w") as archive:
+        for info, content in entries:
+            archive.writestr(info, _float16_h5(content) if info.filename.endswith(".weights.h5") else content)
+
+
+def _float16_h5(content: bytes) -> bytes:
+    buffer = io.BytesIO()
+    with h5py.File(io.BytesIO(content), "r") as source, h5py.File(buffer, "w") as target:
+        target.attrs.update(source.attrs)
+
+        def copy(name: str, item: h5py.Group | h5py.Dataset) -> None:
+            if isinstance(item, h5py.Group):
+                target.require_group(name).attrs.update(item.attrs)
+                return
+            value = item[()]
+            if getattr(value, "dtype", None) == np.float32:
+                value = _as_float16(np.asarray(value), name)
+            target.create_dataset(name, data=value).attrs.update(item.attrs)
+
+        source.visititems(copy)
+    return buffer.getvalue()
 
 
 def _without_optimizer(model: keras.Model) -> keras.Model:
@@ -172,12 +258,13 @@ def now_iso() -> str:
     return _dt.datetime.now(_dt.timezone.utc).replace(microsecond=0).isoformat()
 
 
-def _with_file_facts(card: dict[str, Any], model: keras.Model, path: Path) -> dict[str, Any]:
+def _with_file_facts(card: dict[str, Any], model: keras.Model, path: Path, weights_dtype: str = "float32") -> dict[str, Any]:
     card = dict(card)
     card.setdefault("name", path.stem)
     card["file"] = path.name
     card["file_size_bytes"] = path.stat().st_size
     card["file_sha256"] = file_sha256(path)
+    card["weights_dtype"] = weights_dtype
     card["parameters_total"] = int(model.count_params())
     card.setdefault("saved_at", now_iso())
     card.setdefault("versions", library_versions())

@@ -258,6 +258,17 @@ def write_fer_csv(path, images, labels, usages="Training") -> pathlib.Path:
     return path
 
 
+def write_synthetic_fer_csv(path, splits=(("Training", 40, 11), ("PublicTest", 10, 12), ("PrivateTest", 10, 13))) -> pathlib.Path:
+    """A small FER2013-format CSV of synthetic faces; ``splits``: (Usage, faces per class, seed), all seven classes."""
+    images, labels, usages = [], [], []
+    for usage, n_per_class, seed in splits:
+        x, y = synthetic_faces(n_per_class, seed=seed)
+        images.append(x)
+        labels.append(y)
+        usages += [usage] * len(y)
+    return write_fer_csv(path, np.concatenate(images), np.concatenate(labels), usages)
+
+
 def write_image_folders(root, images, labels,
                         split_names: Mapping[str, str] | None = None,
                         class_dir_names: Sequence[str | None] | None = None,

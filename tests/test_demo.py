@@ -79,7 +79,8 @@ def trained_models_dir() -> pathlib.Path:
         }
         if key == "mobilenetv2":
             card = {"name": key}  # a sparse card: the app must cope with missing keys
-        paths.append(save_model(models[key], folder / f"{key}.keras", card))
+        storage = "float16" if key == "scratch_cnn" else "float32"  # the app serves half-precision files too
+        paths.append(save_model(models[key], folder / f"{key}.keras", card, weights_dtype=storage))
     ensemble = build_ensemble([models[key] for key in MEMBERS])
     save_ensemble(ensemble, folder / "ensemble.keras", paths, {"name": "ensemble", "class_names": list(CLASS_NAMES_7)})
     return folder
@@ -318,6 +319,8 @@ def test_about_panel_reads_cards_and_tolerates_missing_keys(models):
     assert "random initialisation (weights=None)" in text
     mobilenet_row = next(line for line in text.splitlines() if line.startswith("| MobileNetV2"))
     assert "not evaluated" in mobilenet_row and "not recorded" in mobilenet_row
+    rows = {name: next(line for line in text.splitlines() if line.startswith(f"| {name} |")) for name in ("Scratch CNN", "ResNet50")}
+    assert "weights stored as float16" in rows["Scratch CNN"] and "float16" not in rows["ResNet50"]
 
 
 def test_an_ensemble_member_outside_the_five_runs_inside_the_ensemble_only(tmp_path):

@@ -14,9 +14,11 @@ import pandas as pd
 import papermill
 import pytest
 
-from synthetic import synthetic_faces, write_fer_csv
+from synthetic import write_synthetic_fer_csv
 
-from fer_utils.model_io import load_model, read_model_card
+from fer_utils.data import load_dataset
+from fer_utils.evaluation import predict_proba
+from fer_utils.model_io import load_model, read_model_card, stored_weights_dtypes
 
 ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOKS = sorted((ROOT / "notebooks").glob("*.ipynb"))
@@ -58,14 +60,7 @@ def test_committed_notebook_has_no_outputs_and_one_literal_parameters_cell(path)
 @pytest.fixture(scope="module")
 def synthetic_csv(tmp_path_factory) -> Path:
     """A small FER2013-format CSV of synthetic faces, all seven classes in every split."""
-    images, labels, usages = [], [], []
-    for usage, n_per_class, seed in (("Training", 40, 11), ("PublicTest", 10, 12), ("PrivateTest", 10, 13)):
-        x, y = synthetic_faces(n_per_class, seed=seed)
-        images.append(x)
-        labels.append(y)
-        usages += [usage] * len(y)
-    path = tmp_path_factory.mktemp("data") / "synthetic_fer.csv"
-    return write_fer_csv(path, np.concatenate(images), np.concatenate(labels), usages)
+    return write_synthetic_fer_csv(tmp_path_factory.mktemp("data") / "synthetic_fer.csv")
 
 
 @pytest.fixture(scope="module")
@@ -119,6 +114,18 @@ def test_smoke_scratch_cnn_learned_and_ensemble_stores_only_its_head(smoke_run):
     ensemble = read_model_card(models_dir / "ensemble.keras")
     assert ensemble["ensemble"]["members"] == ["resnet50.keras", "mobilenetv2.keras", "inceptionv3.keras"]
     assert (models_dir / "ensemble.keras").stat().st_size < 100_000
+
+
+def test_smoke_scratch_cnn_is_stored_at_half_precision_and_measured_as_stored(smoke_run, synthetic_csv):
+    """The smoke plan sets weights_dtype: float16; the card's figure is what the file itself scores."""
+    _, run_dir = smoke_run
+    path = run_dir / "models" / "scratch_cnn.keras"
+    card = read_model_card(path)
+    assert card["weights_dtype"] == "float16" and stored_weights_dtypes(path) == {"float16"}
+    test = load_dataset(synthetic_csv).test
+    accuracy = np.mean(predict_proba(load_model(path), test.images).argmax(axis=1) == test.labels)
+    assert accuracy == card["metrics"]["test"]["plain"]["accuracy"]
+    assert read_model_card(run_dir / "models" / "resnet50.keras")["weights_dtype"] == "float32", "the default"
 
 
 def test_smoke_exploration_and_comparison_figures(smoke_run):

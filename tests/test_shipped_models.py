@@ -18,14 +18,14 @@ import pytest
 from fer_utils.compare import collect_cards
 from fer_utils.data import load_dataset
 from fer_utils.evaluation import predict_proba
-from fer_utils.model_io import load_model
+from fer_utils.model_io import load_model, stored_weights_dtypes
 
 ROOT = Path(__file__).resolve().parent.parent
 SAVED_MODELS = ROOT / "saved_models"
 FACE_FIGURES = {"sample_faces.png", "explanations.png", "confident_mistakes.png"}  # they show FER2013 faces
 CARDS = collect_cards(SAVED_MODELS)
 TOLERANCE = 0.005  # half a percentage point
-SIZE_BUDGET_BYTES = 225 * 1024**2
+SIZE_BUDGET_BYTES = 225 * 10**6  # issue #5: 'at most 225 MB' (decimal, the stricter reading)
 # issue #5's PrivateTest targets (plain accuracy, 7 classes), for the models the demo shows in tabs
 TARGETS = {"scratch_cnn": 0.66, "resnet50": 0.62, "mobilenetv2": 0.62, "inceptionv3": 0.62, "ensemble": 0.70}
 shipped = pytest.mark.parametrize("name", list(CARDS) or [pytest.param(None, marks=pytest.mark.skip(reason="no models shipped in saved_models/ yet"))])
@@ -74,6 +74,7 @@ def test_shipped_card_is_complete_and_honest(name):
     weights = card["weights_source"]
     if card["kind"] != "ensemble":
         assert "random initialisation" in weights or "imagenet" in weights.lower()
+        assert stored_weights_dtypes(SAVED_MODELS / card["file"]) == {card.get("weights_dtype", "float32")}, "the card says how the file stores its weights"
         assert card["training"]["duration_s"] < 2.5 * 3600, "every shipped run must fit 2.5 h on the CPU machine"
         for stage in card["training"].get("stages", []):  # earlier runs a continued model built on
             assert stage["duration_s"] < 2.5 * 3600
