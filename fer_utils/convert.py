@@ -157,6 +157,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         data_path = resolve_data_path(args.data)
     except ValueError as error:
         parser.error(str(error))
+    if not data_path.exists():
+        parser.error(f"no FER2013 at '{data_path}': pass --data or set FER2013_CSV")
     loaded: dict[int, FerDataset] = {}
 
     def data_for(class_set: int) -> FerDataset:

@@ -143,6 +143,9 @@ def test_convert_reports_each_bad_model_and_goes_on(trained_folder, tmp_path, ca
                         {**model_io.read_model_card(folder / "cnn_b.keras"), "name": "cnn_c", "weights_dtype": "float32"})
     assert convert.main([str(folder / "cnn_c.keras"), "--data", str(other_copy), "--reports-dir", str(reports)]) == 1
     assert "was measured on another copy of the data" in capsys.readouterr().out
+    with pytest.raises(SystemExit):
+        convert.main([str(folder / "cnn_c.keras"), "--data", str(tmp_path / "nowhere.csv")])
+    assert "no FER2013 at" in capsys.readouterr().err
 
 
 def test_convert_does_not_paper_over_a_retrained_member(trained_folder, capsys):
