@@ -6,7 +6,7 @@ from typing import Any
 
 from fer_utils.experiment import training_totals
 
-from .registry import DISPLAY_NAMES, LoadedModel, ModelSet
+from fer_utils.serving import DISPLAY_NAMES, LoadedModel, ModelSet
 
 
 def about_markdown(models: ModelSet) -> str:

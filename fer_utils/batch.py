@@ -47,6 +47,7 @@ from typing import Any
 
 import pandas as pd
 
+from .files import atomic_write
 from .data import USAGE_TO_SPLIT
 from .experiment import RESULT_FILE_ENV, project_root, resolve_path
 
@@ -502,9 +503,8 @@ def _read_record(run_dir: Path) -> dict[str, Any]:
 
 
 def _write_record(run_dir: Path, record: dict[str, Any]) -> None:
-    partial = run_dir / f".{RECORD_FILE}.{os.getpid()}.partial"
-    partial.write_text(json.dumps(record, indent=2, default=str))
-    os.replace(partial, run_dir / RECORD_FILE)
+    with atomic_write(run_dir / RECORD_FILE) as partial:
+        partial.write_text(json.dumps(record, indent=2, default=str))
 
 
 def _literal(parameter: dict[str, Any]) -> Any:

@@ -17,7 +17,8 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from .data import FerDataset, file_sha256, load_dataset
+from .data import FerDataset, load_dataset
+from .files import file_sha256
 from .evaluation import evaluate_model, plot_confusion_matrix, plot_roc_curves, save_figure
 from .experiment import load_predictions, predictions_path, resolve_data_path, resolve_path, save_predictions
 from .model_io import (

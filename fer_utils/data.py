@@ -19,6 +19,8 @@ import pandas as pd
 from sklearn.model_selection import train_test_split
 from sklearn.utils.class_weight import compute_class_weight
 
+from .files import atomic_write, file_sha256
+
 IMAGE_SIZE = 48
 
 #: FER2013's label order: the ``emotion`` column is an index into this tuple.
@@ -302,9 +304,8 @@ def _read_fer_csv_cached(
     arrays = read_fer_csv(path)
     try:
         cache.mkdir(parents=True, exist_ok=True)
-        partial = cached.with_suffix(f".{os.getpid()}.tmp.npz")
-        np.savez(partial, emotions=arrays[0], images=arrays[1], usages=arrays[2])
-        os.replace(partial, cached)
+        with atomic_write(cached, suffix=".npz") as partial:
+            np.savez(partial, emotions=arrays[0], images=arrays[1], usages=arrays[2])
     except OSError:
         pass  # a read-only home only costs speed
     return arrays
@@ -551,13 +552,6 @@ def _stratified_indices(labels: np.ndarray, limit: int, seed: int) -> np.ndarray
     return np.sort(keep)
 
 
-def file_sha256(path: str | os.PathLike) -> str:
-    """The data file's hash goes in every model card, so results name their exact data."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def count_duplicates(images: np.ndarray) -> int:

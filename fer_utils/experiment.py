@@ -17,20 +17,13 @@ from typing import Any, Callable
 import numpy as np
 
 from . import models
-from .data import FerDataset, file_sha256, load_dataset
+from .names import DISPLAY_NAMES
+from .data import FerDataset, load_dataset
+from .files import atomic_write, file_sha256
 from .model_io import describe_weights, library_versions, load_model, machine_description, now_iso, read_model_card
 
 #: The batch runner sets this to the file where a notebook records its key result.
 RESULT_FILE_ENV = "FER_LAB_RESULT_FILE"
-
-DISPLAY_NAMES = {
-    "scratch_cnn": "Scratch CNN",
-    "resnet50": "ResNet50",
-    "mobilenetv2": "MobileNetV2",
-    "inceptionv3": "InceptionV3",
-    "ensemble": "Ensemble",
-}
-
 
 def display_name(name: str, kind: str) -> str:
     """A second model of a kind (another seed or width) must not look like the first in tables."""
@@ -216,9 +209,8 @@ def save_predictions(
     arrays = {"proba": np.asarray(proba, np.float32), "class_names": np.asarray(class_names), "split": np.asarray(split)}
     if proba_tta is not None:
         arrays["proba_tta"] = np.asarray(proba_tta, np.float32)
-    partial = path.with_name(f".{path.stem}.{os.getpid()}.partial.npz")
-    np.savez_compressed(partial, **arrays)
-    os.replace(partial, path)
+    with atomic_write(path, suffix=".npz") as partial:
+        np.savez_compressed(partial, **arrays)
     return path
 
 

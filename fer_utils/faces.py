@@ -1,54 +1,100 @@
-"""Find the face in a photo and cut it out the way FER2013 faces look: 48x48 grey, face filling the frame.
+"""Find every face in a photo and cut each out the way FER2013 faces look: 48x48 grey, framed like the data.
 
-The reference study found that the models fail when the face is small in the photo, because
-FER2013 faces are tight crops. So an app or notebook first detects faces with OpenCV's bundled
-Haar cascade (it ships inside ``opencv-python``, so it works offline), keeps the largest one,
-adds a margin like FER2013's crops have, and only then shrinks to 48x48. When no face is found
-the whole image is used, and :attr:`FaceCrop.note` says so.
+Two detectors ship inside their packages, so both work offline:
+
+- ``"mtcnn"`` (the default): PyPI ``mtcnn``'s three small TensorFlow networks; it finds more faces
+  in real photos than Haar and gives five landmarks (eyes, nose, mouth corners);
+- ``"haar"``: OpenCV's bundled Haar cascade: several times faster, no landmarks.
+
+Each face is then *aligned*: with eye landmarks, the photo is rotated so the eyes are level and
+scaled so they land where they sit in an average FER2013 face (:class:`Framing`, measured on
+FER2013 Training faces by ``python -m fer_utils.framing``, not guessed); a Haar box is placed
+where Haar's boxes sit in FER2013 faces. Finally the crop gets the same photometric step
+everywhere (:data:`DEFAULT_NORMALIZE`), so the demo, the CLI and evaluation see the same face.
+
+With no face found the whole image is used and :attr:`FaceSearch.note` says so, and why where it
+can tell (too dark, blank, or a face turned sideways: the 90/180/270 degree turns are tried
+first). An upload that already is a small face crop, such as a FER2013 face, is used as it is.
 
 Example::
 
     rgb = np.asarray(Image.open("photo.jpg").convert("RGB"))
-    crop = locate_face(rgb)          # crop.face: (48, 48) uint8, crop.box, crop.note
-    shown = draw_face_boxes(rgb, crop)
+    search = find_faces(rgb)                 # search.faces[i].crop: (48, 48) uint8, .box, .landmarks
+    shown = draw_faces(rgb, search, ["happy", "sad"])
 """
 
 from __future__ import annotations
 
+import json
 import threading
 from dataclasses import dataclass, field
+from functools import lru_cache
+from pathlib import Path
 
 import cv2
 import numpy as np
 
 __all__ = [
     "Box",
+    "Landmarks",
+    "Detection",
+    "Face",
+    "FaceSearch",
     "FaceCrop",
+    "Framing",
+    "DETECTORS",
+    "DEFAULT_DETECTOR",
+    "NORMALIZATIONS",
+    "DEFAULT_NORMALIZE",
+    "MAX_FACES",
     "CASCADE_FILE",
     "to_gray",
+    "detect",
     "detect_faces",
+    "align_face",
     "crop_face",
+    "normalize_face",
     "whole_image_face",
+    "find_faces",
     "locate_face",
+    "looks_like_face_crop",
+    "draw_faces",
     "draw_face_boxes",
 ]
 
 FACE_SIZE = 48
+DETECTORS = ("mtcnn", "haar")
+DEFAULT_DETECTOR = "mtcnn"  # chosen from benchmarks/photo_pipeline.py's figures (docs in benchmarks/README.md)
+MAX_FACES = 20
+# Photometric step on the 48x48 crop; "none" keeps the crop's own contrast. Chosen from the figures of
+# benchmarks/photo_pipeline.py (FER2013 PublicTest crops and real photos), see benchmarks/README.md.
+NORMALIZATIONS = ("none", "equalize", "clahe")
+DEFAULT_NORMALIZE = "none"
 # alt2 rather than "default": on the LFW faces scikit-image bundles it found 98/100 faces (default 97)
 # with no false alarms on 100 non-faces, and it runs about twice as fast on the example photos.
 CASCADE_FILE = "haarcascade_frontalface_alt2.xml"
-DEFAULT_MARGIN = 0.15  # of the detected box's side, added on every side: FER2013 crops show brow to chin
-# Detection passes, tried in turn until one finds a face: (longest side of the shrunk copy, the
+DEFAULT_MARGIN = 0.15  # of a box's side on every side; used only where no measured framing applies
+# Haar detection passes, tried in turn until one finds a face: (longest side of the shrunk copy, the
 # cascade's scale step). The coarse pass is quick (a portrait's face is big); the fine one finds
-# small faces in big photos, and only runs when the coarse one found nothing (so next to a big
-# face, faces under ~8% of the photo's longest side go unlisted; the largest is used anyway).
+# small faces in big photos, and only runs when the coarse one found nothing.
 DETECT_PASSES: tuple[tuple[int, float], ...] = ((320, 1.15), (960, 1.15))
 MIN_FACE_PIXELS = 24  # the cascade's own window; smaller faces cannot be found
+MTCNN_MAX_SIDE = 1280  # MTCNN's pyramid on a 12 MP photo takes seconds; faces stay findable at this size
+MTCNN_MIN_SCORE = 0.8  # ONet's confidence: the mtcnn package's own default threshold, kept as it is
+CROP_MAX_SIDE = 96  # an image this small with no face in it is taken to be a face crop already (FER2013: 48)
+DARK_MEAN, BRIGHT_MEAN, BLANK_STD = 35.0, 225.0, 6.0  # grey levels for "too dark", "too bright", "blank"
+ROTATIONS = (90, 180, 270)  # tried, clockwise, when nothing is found upright
 
 CHOSEN_COLOUR = (40, 200, 60)  # RGB
 OTHER_COLOUR = (255, 160, 0)
+FRAMING_FILE = Path(__file__).with_name("fer2013_framing.json")
 
 _local = threading.local()
+_mtcnn_lock = threading.Lock()  # MTCNN calls take turns
+_mtcnn_load_lock = threading.Lock()
+
+
+# ----------------------------------------------------------------------------- types
 
 
 @dataclass(frozen=True)
@@ -64,18 +110,115 @@ class Box:
     def area(self) -> int:
         return self.w * self.h
 
+    @property
+    def centre(self) -> tuple[float, float]:
+        return self.x + self.w / 2, self.y + self.h / 2
+
     def as_list(self) -> list[int]:
         return [self.x, self.y, self.w, self.h]
 
 
+@dataclass(frozen=True)
+class Landmarks:
+    """MTCNN's five points in photo pixels. "left" is the image's left (the person's right eye)."""
+
+    left_eye: tuple[float, float]
+    right_eye: tuple[float, float]
+    nose: tuple[float, float]
+    mouth_left: tuple[float, float]
+    mouth_right: tuple[float, float]
+
+    def as_dict(self) -> dict[str, list[float]]:
+        return {name: [round(float(v), 1) for v in getattr(self, name)] for name in self.__dataclass_fields__}
+
+    def moved(self, dx: float, dy: float) -> "Landmarks":
+        return Landmarks(*[(p[0] + dx, p[1] + dy) for p in (self.left_eye, self.right_eye, self.nose,
+                                                              self.mouth_left, self.mouth_right)])
+
+
+@dataclass(frozen=True)
+class Detection:
+    """One face a detector found: its box, its landmarks (MTCNN only) and its confidence."""
+
+    box: Box
+    landmarks: Landmarks | None = None
+    score: float | None = None
+    detector: str = "haar"
+
+
+@dataclass
+class Face:
+    """One face ready for the models: the 48x48 crop and where it came from."""
+
+    crop: np.ndarray  # (48, 48) uint8, aligned and normalised
+    detection: Detection | None  # None when the whole image is used
+
+    @property
+    def box(self) -> Box | None:
+        return self.detection.box if self.detection else None
+
+    @property
+    def landmarks(self) -> Landmarks | None:
+        return self.detection.landmarks if self.detection else None
+
+
+@dataclass
+class FaceSearch:
+    """Every face found in one photo (largest first, at most :data:`MAX_FACES`), and what was done."""
+
+    faces: list[Face]
+    detector: str
+    image_size: tuple[int, int]  # (width, height) of the photo as searched (after any turn)
+    aligned: bool = True
+    normalize: str = DEFAULT_NORMALIZE
+    rotation: int = 0  # degrees clockwise the photo was turned before faces were found
+    whole_image: bool = False  # no face: the whole image is the only "face"
+    face_crop: bool = False  # ... because the upload already is a face crop
+    reason: str = ""  # why nothing was found, where it could be told
+    total_found: int = 0  # faces found before the MAX_FACES cap
+
+    @property
+    def found(self) -> bool:
+        return not self.whole_image
+
+    @property
+    def boxes(self) -> list[Box]:
+        return [face.box for face in self.faces if face.box is not None]
+
+    @property
+    def note(self) -> str:
+        """One or two sentences for people: how many faces, which detector, or why none."""
+        who = f"{self.detector.upper() if self.detector == 'mtcnn' else 'Haar cascade'}"
+        if self.face_crop:
+            width, height = self.image_size
+            return (f"This image ({width}x{height} px) looks like a face crop already, so it was used as it is "
+                    "(no face detection).")
+        if self.whole_image:
+            why = f" {self.reason}" if self.reason else " Try a photo where the face is frontal and larger."
+            return f"No face found ({who}): the whole image was used, so predictions may be unreliable.{why}"
+        turned = f" The photo was turned {self.rotation} degrees clockwise to find {'it' if len(self.faces) == 1 else 'them'}." if self.rotation else ""
+        capped = (f" {self.total_found} were found; the {MAX_FACES} largest are shown."
+                  if self.total_found > len(self.faces) else "")
+        box = self.faces[0].box
+        size = f"{box.w}x{box.h} px at ({box.x}, {box.y})"
+        fallback = self.faces[0].detection.detector != self.detector
+        if fallback:
+            who = f"the Haar cascade ({self.detector.upper()} found none)"
+        if len(self.faces) == 1:
+            return f"One face found by {who} ({size}).{turned}"
+        return (f"{len(self.faces)} faces found by {who}, numbered largest first (#1: {size}).{capped}{turned}")
+
+
+# Backwards-compatible view of the largest face, for callers that want one face.
 @dataclass
 class FaceCrop:
-    """The 48x48 face the models see, and where in the photo it came from."""
+    """The largest face of a :class:`FaceSearch`: ``face`` (48x48), ``box``, ``boxes``, ``note``."""
 
-    face: np.ndarray  # (48, 48) uint8
-    box: Box | None  # the face used; None when the whole image was used
-    boxes: list[Box] = field(default_factory=list)  # every face found, largest first
-    image_size: tuple[int, int] = (0, 0)  # (width, height) of the photo
+    face: np.ndarray
+    box: Box | None
+    boxes: list[Box] = field(default_factory=list)
+    image_size: tuple[int, int] = (0, 0)
+    search: FaceSearch | None = None
 
     @property
     def found(self) -> bool:
@@ -83,19 +226,45 @@ class FaceCrop:
 
     @property
     def note(self) -> str:
-        """One sentence for people: which face was used, or that none was found."""
-        if not self.boxes:
-            return (
-                "No face found: the whole image was used, so predictions may be unreliable. "
-                "Try a photo where the face is frontal and larger."
-            )
-        size = f"{self.box.w}x{self.box.h} px at ({self.box.x}, {self.box.y})"
-        if len(self.boxes) == 1:
-            return f"One face found ({size}); it is outlined in green."
-        return (
-            f"{len(self.boxes)} faces found; the largest ({size}, green box, #1) was used. "
-            "The others are outlined in orange."
-        )
+        if self.search is not None:
+            return self.search.note
+        if self.box is None:
+            return "No face found: the whole image was used, so predictions may be unreliable."
+        return f"One face found ({self.box.w}x{self.box.h} px at ({self.box.x}, {self.box.y}))."
+
+
+@dataclass(frozen=True)
+class Framing:
+    """Where a FER2013 face sits in its 48x48 frame, as fractions of the frame's side.
+
+    ``left_eye`` and ``right_eye`` are MTCNN's eye landmarks; ``mtcnn_box`` and ``haar_box`` are
+    each detector's box as (centre x, centre y, width, height). Medians over the FER2013 Training
+    faces each detector found (``python -m fer_utils.framing`` measures and writes them).
+    """
+
+    left_eye: tuple[float, float]
+    right_eye: tuple[float, float]
+    mtcnn_box: tuple[float, float, float, float]
+    haar_box: tuple[float, float, float, float]
+    measured_on: str = ""
+
+    @classmethod
+    def load(cls, path: str | Path = FRAMING_FILE) -> "Framing":
+        data = json.loads(Path(path).read_text())
+        return cls(tuple(data["left_eye"]), tuple(data["right_eye"]), tuple(data["mtcnn_box"]),
+                   tuple(data["haar_box"]), data.get("measured_on", ""))
+
+    def box_for(self, detector: str) -> tuple[float, float, float, float]:
+        return self.haar_box if detector == "haar" else self.mtcnn_box
+
+
+@lru_cache(maxsize=1)
+def fer2013_framing() -> Framing:
+    """The shipped framing, measured on FER2013 Training (see :class:`Framing`)."""
+    return Framing.load()
+
+
+# ----------------------------------------------------------------------------- pixels
 
 
 def to_gray(image: np.ndarray) -> np.ndarray:
@@ -114,7 +283,100 @@ def to_gray(image: np.ndarray) -> np.ndarray:
     raise ValueError(f"expected a grey, RGB or RGBA image, got shape {arr.shape}")
 
 
-def _detector() -> cv2.CascadeClassifier:
+def to_rgb(image: np.ndarray) -> np.ndarray:
+    """An (H, W, 3) uint8 RGB copy of a grey, RGB or RGBA image."""
+    arr = np.asarray(image)
+    if arr.ndim == 2 or (arr.ndim == 3 and arr.shape[-1] == 1):
+        return cv2.cvtColor(to_gray(arr), cv2.COLOR_GRAY2RGB)
+    if arr.dtype != np.uint8:
+        arr = np.clip(arr, 0, 255).astype(np.uint8)
+    if arr.shape[-1] == 4:
+        return cv2.cvtColor(arr, cv2.COLOR_RGBA2RGB)
+    return arr
+
+
+def normalize_face(face: np.ndarray, method: str = DEFAULT_NORMALIZE) -> np.ndarray:
+    """The photometric step on a grey crop: ``none``, global histogram ``equalize``, or ``clahe``."""
+    if method not in NORMALIZATIONS:
+        raise ValueError(f"normalize must be one of {', '.join(NORMALIZATIONS)}, got {method!r}")
+    face = to_gray(face)
+    if method == "equalize":
+        return cv2.equalizeHist(face)
+    if method == "clahe":
+        return _clahe().apply(face)
+    return face
+
+
+def _clahe() -> cv2.CLAHE:
+    clahe = getattr(_local, "clahe", None)
+    if clahe is None:
+        clahe = _local.clahe = cv2.createCLAHE(clipLimit=2.0, tileGridSize=(4, 4))  # 12x12-pixel tiles at 48 px
+    return clahe
+
+
+# ----------------------------------------------------------------------------- detectors
+
+
+def detect(image: np.ndarray, detector: str = DEFAULT_DETECTOR, *, max_faces: int | None = None,
+           min_fraction: float = 0.03, max_side: int = MTCNN_MAX_SIDE) -> list[Detection]:
+    """Every face in an RGB (or grey) image, largest first. ``detector`` is ``"mtcnn"`` or ``"haar"``.
+
+    MTCNN looks at a copy shrunk to ``max_side`` pixels (a live view passes less, for speed);
+    boxes and landmarks are always in the full image's pixels.
+    """
+    if detector not in DETECTORS:
+        raise ValueError(f"detector must be one of {', '.join(DETECTORS)}, got {detector!r}")
+    if detector == "haar":
+        found = [Detection(box, None, None, "haar") for box in detect_faces(to_gray(image), min_fraction=min_fraction)]
+    else:
+        found = _detect_mtcnn(to_rgb(image), min_fraction, max_side)
+    return found[:max_faces] if max_faces else found
+
+
+def _mtcnn():
+    detector = getattr(_mtcnn, "instance", None)
+    if detector is None:
+        with _mtcnn_load_lock:
+            detector = getattr(_mtcnn, "instance", None)
+            if detector is None:
+                import os
+
+                os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+                from mtcnn import MTCNN
+
+                detector = _mtcnn.instance = MTCNN()
+    return detector
+
+
+def _detect_mtcnn(rgb: np.ndarray, min_fraction: float, max_side: int = MTCNN_MAX_SIDE) -> list[Detection]:
+    height, width = rgb.shape[:2]
+    scale = min(1.0, max_side / max(height, width))
+    small = rgb if scale == 1.0 else cv2.resize(rgb, (max(1, round(width * scale)), max(1, round(height * scale))),
+                                                interpolation=cv2.INTER_AREA)
+    min_face = max(20, int(min_fraction * min(small.shape[:2])))
+    if min(small.shape[:2]) < min_face:
+        return []
+    with _mtcnn_lock:  # one detector, not promised thread-safe: calls take turns
+        found = _mtcnn().detect_faces(np.ascontiguousarray(small), min_face_size=min_face)
+    detections = []
+    for item in found:
+        score = float(item.get("confidence", 0.0))
+        if score < MTCNN_MIN_SCORE:
+            continue
+        x, y, w, h = (float(v) / scale for v in item["box"])
+        if w < 2 or h < 2:
+            continue
+        points = item.get("keypoints") or {}
+        landmarks = None
+        if all(k in points for k in ("left_eye", "right_eye", "nose", "mouth_left", "mouth_right")):
+            landmarks = Landmarks(*[tuple(float(v) / scale for v in points[k])
+                                    for k in ("left_eye", "right_eye", "nose", "mouth_left", "mouth_right")])
+        detections.append(Detection(Box(int(round(x)), int(round(y)), int(round(w)), int(round(h))), landmarks,
+                                    score, "mtcnn"))
+    return sorted(detections, key=lambda d: d.box.area, reverse=True)
+
+
+def _haar() -> cv2.CascadeClassifier:
     """One cascade per thread: loaded once, and never shared between threads (OpenCV does not promise that is safe)."""
     detector = getattr(_local, "detector", None)
     if detector is None:
@@ -132,13 +394,11 @@ def detect_faces(
     min_neighbors: int = 5,
     min_fraction: float = 0.03,
 ) -> list[Box]:
-    """Frontal faces in a grey image, largest first.
+    """Frontal faces by the Haar cascade in a grey image, largest first.
 
     Detection first runs on a copy shrunk to ``passes[0][0]`` pixels (a big photo at full size
     takes seconds); only when that finds nothing does it look again at the next, larger size,
-    because a small face in a big photo (the study's failure case) vanishes when shrunk.
-    No histogram equalisation: the cascade normalises each window itself, and equalising the
-    whole photo washes out a small face on a plain background. Faces smaller than
+    because a small face in a big photo vanishes when shrunk. Faces smaller than
     ``min_fraction`` of the shorter side are ignored.
     """
     gray = to_gray(gray)
@@ -149,14 +409,14 @@ def detect_faces(
         if scale in tried:
             break
         tried.add(scale)
-        boxes = _detect_at_scale(gray, scale, scale_factor, min_neighbors, min_fraction)
+        boxes = _haar_at_scale(gray, scale, scale_factor, min_neighbors, min_fraction)
         if boxes or scale == 1.0:
             return boxes
     return []
 
 
-def _detect_at_scale(gray: np.ndarray, scale: float, scale_factor: float, min_neighbors: int,
-                     min_fraction: float) -> list[Box]:
+def _haar_at_scale(gray: np.ndarray, scale: float, scale_factor: float, min_neighbors: int,
+                   min_fraction: float) -> list[Box]:
     height, width = gray.shape
     if scale < 1.0:
         small = cv2.resize(gray, (max(1, round(width * scale)), max(1, round(height * scale))), interpolation=cv2.INTER_AREA)
@@ -165,7 +425,7 @@ def _detect_at_scale(gray: np.ndarray, scale: float, scale_factor: float, min_ne
     min_side = max(MIN_FACE_PIXELS, int(min_fraction * min(small.shape)))
     if min(small.shape) < min_side:
         return []
-    found = _detector().detectMultiScale(
+    found = _haar().detectMultiScale(
         small, scaleFactor=scale_factor, minNeighbors=min_neighbors, minSize=(min_side, min_side)
     )
     boxes = [
@@ -175,12 +435,61 @@ def _detect_at_scale(gray: np.ndarray, scale: float, scale_factor: float, min_ne
     return sorted(boxes, key=lambda box: box.area, reverse=True)
 
 
+# ----------------------------------------------------------------------------- crops
+
+
+def align_face(gray: np.ndarray, detection: Detection, framing: Framing | None = None,
+               size: int = FACE_SIZE) -> np.ndarray:
+    """The face warped into FER2013's framing: eyes level and where FER2013's eyes are.
+
+    With eye landmarks, one similarity transform (rotation, scale, shift) maps the two eyes onto
+    the framing's eye points; without them (Haar), the box is scaled and shifted to where that
+    detector's boxes sit in FER2013 faces, with no rotation. Pixels outside the photo repeat the
+    edge rather than adding black bars the models never saw. The warp renders at 4x and shrinks
+    with area averaging, so a big face is not aliased.
+    """
+    gray = to_gray(gray)
+    framing = framing or fer2013_framing()
+    render = size * 4
+    if detection.landmarks is not None:
+        (lx, ly), (rx, ry) = detection.landmarks.left_eye, detection.landmarks.right_eye
+        (tlx, tly), (trx, try_) = framing.left_eye, framing.right_eye
+        source_dist = float(np.hypot(rx - lx, ry - ly))
+        if source_dist >= 2:
+            scale = float(np.hypot(trx - tlx, try_ - tly)) * render / source_dist
+            angle = float(np.arctan2(ry - ly, rx - lx)) - float(np.arctan2(try_ - tly, trx - tlx))
+            cos, sin = scale * np.cos(-angle), scale * np.sin(-angle)
+            mid_src = ((lx + rx) / 2, (ly + ry) / 2)
+            mid_dst = ((tlx + trx) / 2 * render, (tly + try_) / 2 * render)
+            matrix = np.array([[cos, -sin, 0.0], [sin, cos, 0.0]])
+            matrix[:, 2] = np.array(mid_dst) - matrix[:, :2] @ np.array(mid_src)
+            return _warp(gray, matrix, render, size)
+    cx, cy, fw, fh = framing.box_for(detection.detector)
+    box = detection.box
+    scale = render * (fw + fh) / (box.w + box.h)
+    bx, by = box.centre
+    matrix = np.array([[scale, 0.0, cx * render - scale * bx], [0.0, scale, cy * render - scale * by]])
+    return _warp(gray, matrix, render, size)
+
+
+def _warp(gray: np.ndarray, matrix: np.ndarray, render: int, size: int) -> np.ndarray:
+    scale = float(np.hypot(matrix[0, 0], matrix[1, 0]))
+    if scale < 0.5:  # a big face: shrink the photo first so the warp does not skip pixels
+        shrink = scale * 2
+        small = cv2.resize(gray, (max(1, round(gray.shape[1] * shrink)), max(1, round(gray.shape[0] * shrink))),
+                           interpolation=cv2.INTER_AREA)
+        matrix = matrix.copy()
+        matrix[:, :2] /= shrink
+        gray = small
+    warped = cv2.warpAffine(gray, matrix, (render, render), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+    return _resize(warped, size)
+
+
 def crop_face(gray: np.ndarray, box: Box, margin: float = DEFAULT_MARGIN, size: int = FACE_SIZE) -> np.ndarray:
-    """A square crop around ``box`` with ``margin`` on every side, shrunk to ``size`` x ``size``.
+    """A square crop around ``box`` with ``margin`` on every side, shrunk to ``size`` x ``size`` (no alignment).
 
     The square is shifted to stay inside the photo where it fits; where it cannot (a face at the
-    edge), the missing border repeats the edge pixels rather than adding black bars the models
-    never saw in training.
+    edge), the missing border repeats the edge pixels.
     """
     gray = to_gray(gray)
     height, width = gray.shape
@@ -213,23 +522,113 @@ def whole_image_face(gray: np.ndarray, size: int = FACE_SIZE) -> np.ndarray:
     return _resize(gray, size)
 
 
-def locate_face(image: np.ndarray, margin: float = DEFAULT_MARGIN, size: int = FACE_SIZE) -> FaceCrop:
-    """Detect faces, crop the largest with a margin; with none, use the whole image."""
+def looks_like_face_crop(image: np.ndarray) -> bool:
+    """A small, nearly square image (FER2013's are 48x48) is taken to be a face crop already."""
+    height, width = np.asarray(image).shape[:2]
+    return max(height, width) <= CROP_MAX_SIDE and 0.8 <= width / height <= 1.25
+
+
+def no_face_reason(gray: np.ndarray) -> str:
+    """Why a photo may show no face, where the pixels tell: too dark, too bright, or blank."""
+    gray = to_gray(gray)
+    mean, std = float(gray.mean()), float(gray.std())
+    blank = "The image is nearly blank (one flat colour), so there is no face to find."
+    if std < 1.5:
+        return blank
+    if mean < DARK_MEAN:
+        return "The photo is very dark; try one with more light on the face."
+    if mean > BRIGHT_MEAN:
+        return "The photo is very bright (over-exposed); try one with less light."
+    return blank if std < BLANK_STD else ""
+
+
+# ----------------------------------------------------------------------------- the whole search
+
+
+def find_faces(
+    image: np.ndarray,
+    detector: str = DEFAULT_DETECTOR,
+    *,
+    align: bool = True,
+    normalize: str = DEFAULT_NORMALIZE,
+    max_faces: int = MAX_FACES,
+    try_rotations: bool = True,
+    framing: Framing | None = None,
+    size: int = FACE_SIZE,
+) -> FaceSearch:
+    """Every face (largest first, up to ``max_faces``) as a 48x48 crop the models can take.
+
+    A small square image is used as it is (a face crop already). Where MTCNN finds nothing, the
+    Haar cascade is asked too (they fail on different faces); with no face upright, the 90/180/270
+    degree turns are tried; with none at all, the whole image is the one "face" and
+    :attr:`FaceSearch.reason` says why where it can tell.
+    """
+    if normalize not in NORMALIZATIONS:
+        raise ValueError(f"normalize must be one of {', '.join(NORMALIZATIONS)}, got {normalize!r}")
+    rgb = to_rgb(image)
+    height, width = rgb.shape[:2]
+    common = {"detector": detector, "aligned": align, "normalize": normalize}
+    if looks_like_face_crop(rgb):
+        crop = normalize_face(whole_image_face(rgb, size), normalize)
+        return FaceSearch([Face(crop, None)], image_size=(width, height), whole_image=True, face_crop=True, **common)
+    turns = (0, *ROTATIONS) if try_rotations else (0,)
+    for rotation in turns:
+        turned = _rotate(rgb, rotation)
+        found = detect(turned, detector)
+        if not found and detector == "mtcnn":  # a second opinion that fails differently, before turning the photo
+            found = detect(turned, "haar")
+        if not found:
+            continue
+        gray = to_gray(turned)
+        faces = []
+        for detection in found[:max_faces]:
+            crop = align_face(gray, detection, framing, size) if align else crop_face(gray, detection.box, size=size)
+            faces.append(Face(normalize_face(crop, normalize), detection))
+        return FaceSearch(faces, image_size=(turned.shape[1], turned.shape[0]), rotation=rotation,
+                          total_found=len(found), **common)
+    reason = no_face_reason(rgb)
+    if not reason and try_rotations:
+        reason = ("No face was found upright or turned by 90, 180 or 270 degrees; a face turned sideways "
+                  "(in profile) or partly hidden is hard to find.")
+    crop = normalize_face(whole_image_face(rgb, size), normalize)
+    return FaceSearch([Face(crop, None)], image_size=(width, height), whole_image=True, reason=reason, **common)
+
+
+def rotate_image(image: np.ndarray, degrees_clockwise: int) -> np.ndarray:
+    """The image turned by a multiple of 90 degrees clockwise (how :attr:`FaceSearch.rotation` reads)."""
+    return _rotate(np.asarray(image), degrees_clockwise)
+
+
+def _rotate(image: np.ndarray, degrees_clockwise: int) -> np.ndarray:
+    codes = {90: cv2.ROTATE_90_CLOCKWISE, 180: cv2.ROTATE_180, 270: cv2.ROTATE_90_COUNTERCLOCKWISE}
+    return image if degrees_clockwise % 360 == 0 else cv2.rotate(image, codes[degrees_clockwise % 360])
+
+
+def locate_face(image: np.ndarray, margin: float = DEFAULT_MARGIN, size: int = FACE_SIZE,
+                detector: str = "haar") -> FaceCrop:
+    """The largest face only, cropped with a margin and not aligned (the pre-alignment pipeline).
+
+    Kept for callers that want the old behaviour; new code uses :func:`find_faces`.
+    """
     gray = to_gray(image)
-    boxes = detect_faces(gray)
+    boxes = [d.box for d in detect(image, detector)]
     image_size = (gray.shape[1], gray.shape[0])
     if not boxes:
         return FaceCrop(whole_image_face(gray, size), None, [], image_size)
     return FaceCrop(crop_face(gray, boxes[0], margin, size), boxes[0], boxes, image_size)
 
 
-def draw_face_boxes(image: np.ndarray, crop: FaceCrop, max_side: int | None = 800) -> np.ndarray:
-    """An RGB copy of the photo (shrunk to ``max_side``) with the used face in green, others in orange."""
-    rgb = np.asarray(image)
-    if rgb.ndim == 2 or (rgb.ndim == 3 and rgb.shape[-1] == 1):
-        rgb = cv2.cvtColor(to_gray(rgb), cv2.COLOR_GRAY2RGB)
-    elif rgb.shape[-1] == 4:
-        rgb = cv2.cvtColor(rgb, cv2.COLOR_RGBA2RGB)
+# ----------------------------------------------------------------------------- drawing
+
+
+def draw_faces(image: np.ndarray, search: FaceSearch, labels: list[str] | None = None, *,
+               chosen: int = 0, max_side: int | None = 800) -> np.ndarray:
+    """An RGB copy of the (turned) photo, shrunk to ``max_side``, each face boxed and numbered.
+
+    ``labels[i]`` (for example the ensemble's answer) is written beside face ``i``'s number; face
+    ``chosen`` is drawn in green, the others in orange.
+    """
+    rgb = to_rgb(_rotate(np.asarray(image), search.rotation))
     height, width = rgb.shape[:2]
     scale = 1.0 if max_side is None else min(1.0, max_side / max(height, width))
     if scale < 1.0:
@@ -237,16 +636,36 @@ def draw_face_boxes(image: np.ndarray, crop: FaceCrop, max_side: int | None = 80
     else:
         rgb = rgb.copy()
     thickness = max(2, round(max(rgb.shape[:2]) / 250))
-    for number, box in reversed(list(enumerate(crop.boxes, start=1))):
-        colour = CHOSEN_COLOUR if box == crop.box else OTHER_COLOUR
+    numbered = len(search.boxes) > 1 or bool(labels)
+    for index in reversed(range(len(search.faces))):
+        box = search.faces[index].box
+        if box is None:
+            continue
+        colour = CHOSEN_COLOUR if index == chosen else OTHER_COLOUR
         p0 = (round(box.x * scale), round(box.y * scale))
         p1 = (round((box.x + box.w) * scale), round((box.y + box.h) * scale))
-        cv2.rectangle(rgb, p0, p1, colour, thickness if box == crop.box else max(1, thickness // 2))
-        if len(crop.boxes) > 1:
-            font_scale = max(0.5, thickness / 3)
-            cv2.putText(rgb, f"#{number}", (p0[0], max(12, p0[1] - 4)), cv2.FONT_HERSHEY_SIMPLEX, font_scale, colour,
-                        max(1, thickness // 2), cv2.LINE_AA)
+        cv2.rectangle(rgb, p0, p1, colour, thickness if index == chosen else max(1, thickness // 2))
+        if numbered:
+            text = f"#{index + 1}" + (f" {labels[index]}" if labels and index < len(labels) and labels[index] else "")
+            _label(rgb, text, p0, colour, thickness)
     return rgb
+
+
+def _label(rgb: np.ndarray, text: str, corner: tuple[int, int], colour: tuple[int, int, int], thickness: int) -> None:
+    """Text on a filled strip above the box (inside it when the box touches the top)."""
+    font_scale = max(0.45, thickness / 3.5)
+    weight = max(1, thickness // 2)
+    (tw, th), base = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, font_scale, weight)
+    x, y = corner
+    top = y - th - base - 4 if y - th - base - 4 >= 0 else y
+    cv2.rectangle(rgb, (x, top), (x + tw + 4, top + th + base + 4), colour, -1)
+    cv2.putText(rgb, text, (x + 2, top + th + 2), cv2.FONT_HERSHEY_SIMPLEX, font_scale, (0, 0, 0), weight, cv2.LINE_AA)
+
+
+def draw_face_boxes(image: np.ndarray, crop: FaceCrop, max_side: int | None = 800) -> np.ndarray:
+    """:func:`draw_faces` for a :class:`FaceCrop` (the largest face in green)."""
+    search = crop.search or FaceSearch([Face(crop.face, Detection(b)) for b in crop.boxes], "haar", crop.image_size)
+    return draw_faces(image, search, max_side=max_side)
 
 
 def _resize(gray: np.ndarray, size: int) -> np.ndarray:

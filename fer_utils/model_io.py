@@ -14,7 +14,6 @@ import io
 import json
 import os
 import platform
-import tempfile
 import zipfile
 from pathlib import Path
 from typing import Any
@@ -23,7 +22,7 @@ import h5py
 import keras
 import numpy as np
 
-from .data import file_sha256
+from .files import atomic_write, file_sha256
 from .models import build_ensemble, ensemble_combine, ensemble_parts
 
 CARD_SUFFIX = ".json"
@@ -55,14 +54,10 @@ def save_model(
     path = _keras_path(path)
     _check_weights_dtype(weights_dtype)
     path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_name(f".{path.stem}.{os.getpid()}.partial.keras")
-    try:
+    with atomic_write(path, suffix=".keras") as partial:
         _without_optimizer(model).save(partial)
         if weights_dtype == "float16":
             _store_weights_as_float16(partial)
-        os.replace(partial, path)
-    finally:
-        partial.unlink(missing_ok=True)
     if card is not None:
         write_model_card(path, _with_file_facts(card, model, path, weights_dtype))
     return path
@@ -169,42 +164,82 @@ def save_ensemble(
     return path
 
 
+def check_archive(path: str | os.PathLike) -> None:
+    """A truncated or foreign file is "damaged", not Keras's "File not found" for a file that exists."""
+    path = Path(path)
+    if not zipfile.is_zipfile(path):
+        raise ValueError(f"{path.name} is damaged: it is not a complete .keras archive (truncated, or not a "
+                         "Keras model); copy or save it again")
+
+
 def load_model(path: str | os.PathLike, *, check_members: bool = True) -> keras.Model:
     """Load a model in Keras safe mode; an ensemble is assembled from its members."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"no model file at '{path}'")
-    try:
-        model = keras.models.load_model(path, safe_mode=True, compile=False)
-    except Exception as error:  # zip, h5 and config errors all surface here
-        raise ValueError(f"'{path}' is not a loadable Keras model: {error}") from error
+    model = _load_keras(path)
     card = read_model_card(path, missing_ok=True)
     if not card or "ensemble" not in card:
         return model
-    members = []
-    for member, digest in zip(card["ensemble"]["members"], card["ensemble"].get("member_sha256", [])):
-        member_path = (path.parent / member).resolve()
-        if check_members and digest and member_path.is_file() and file_sha256(member_path) != digest:
-            raise ValueError(
-                f"ensemble '{path.name}' was trained on a different '{member}' than the one on disk; "
-                "retrain the ensemble after retraining a member"
-            )
-        members.append(load_model(member_path))
-    return build_ensemble(members, head=model, name=card.get("name", path.stem))
+    members = [load_model(member) for member in ensemble_member_paths(path, card, check=check_members)]
+    return assemble_ensemble(model, members, card.get("name", path.stem))
+
+
+def _load_keras(path: Path) -> keras.Model:
+    check_archive(path)
+    try:
+        return keras.models.load_model(path, safe_mode=True, compile=False)
+    except Exception as error:  # zip, h5 and config errors all surface here
+        raise ValueError(f"'{path.name}' is not a loadable Keras model: {error}") from error
+
+
+def load_ensemble_head(path: str | os.PathLike) -> keras.Model:
+    """An ensemble file's head alone, for callers that already hold its members (the demo)."""
+    return _load_keras(Path(path))
+
+
+def ensemble_member_paths(path: str | os.PathLike, card: dict[str, Any], *, check: bool = True) -> list[Path]:
+    """The member files an ensemble's card names, each checked: present, not damaged, and (``check``)
+    the very file the head was trained on (its sha256). The one place these checks are made."""
+    path = Path(path)
+    member_files = (card.get("ensemble") or {}).get("members") or []
+    if not member_files:
+        raise ValueError(f"its card {card_path(path).name} does not list the ensemble's members")
+    digests = card["ensemble"].get("member_sha256") or [None] * len(member_files)
+    paths = []
+    for member_file, digest in zip(member_files, digests):
+        member_path = (path.parent / member_file).resolve()
+        if not member_path.is_file():
+            raise ValueError(f"its member {member_file} is missing")
+        try:
+            check_archive(member_path)  # a damaged member is named as such, not as "retrained"
+        except ValueError as error:
+            raise ValueError(f"its member {member_file} could not be loaded: {error}") from None
+        if check and digest and file_sha256(member_path) != digest:
+            raise ValueError(f"ensemble '{path.name}' was trained on a different '{member_file}' than the one on "
+                             "disk; retrain the ensemble after retraining a member")
+        paths.append(member_path)
+    return paths
+
+
+def assemble_ensemble(head: keras.Model, members: list[keras.Model], name: str = "ensemble") -> keras.Model:
+    """Members + head as one model (sharing the members' weights); the head's shape must fit them."""
+    k = {int(member.output_shape[-1]) for member in members}
+    if len(k) != 1:
+        raise ValueError("its members disagree on the number of classes")
+    k = k.pop()
+    expected = (None, k * len(members))
+    if tuple(head.input_shape) != expected or tuple(head.output_shape) != (None, k):
+        raise ValueError(f"its head takes {head.input_shape} and returns {head.output_shape}; "
+                         f"expected {expected} -> (None, {k})")
+    return build_ensemble(members, head=head, name=name)
 
 
 def write_model_card(model_path: str | os.PathLike, card: dict[str, Any]) -> Path:
     """Write the card JSON atomically beside the model."""
     target = card_path(model_path)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    handle, partial = tempfile.mkstemp(dir=target.parent, prefix=f".{target.stem}.", suffix=".partial")
-    try:
-        with os.fdopen(handle, "w") as stream:
-            json.dump(card, stream, indent=2, default=_jsonable)
-            stream.write("\n")
-        os.replace(partial, target)
-    finally:
-        Path(partial).unlink(missing_ok=True)
+    with atomic_write(target) as partial:
+        partial.write_text(json.dumps(card, indent=2, default=_jsonable) + "\n")
     return target
 
 
@@ -214,8 +249,41 @@ def read_model_card(model_path: str | os.PathLike, missing_ok: bool = False) -> 
         if missing_ok:
             return None
         raise FileNotFoundError(f"no model card at '{target}'")
-    with open(target) as stream:
-        return json.load(stream)
+    try:
+        with open(target) as stream:
+            card = json.load(stream)
+    except json.JSONDecodeError as error:
+        raise ValueError(f"its card {target.name} is not valid JSON ({error.msg} at line {error.lineno}, "
+                         f"column {error.colno}); fix the card or delete it") from None
+    except UnicodeDecodeError:
+        raise ValueError(f"its card {target.name} is not a text file; fix the card or delete it") from None
+    if not isinstance(card, dict):
+        raise ValueError(f"its card {target.name} holds a JSON {type(card).__name__}, not an object; "
+                         "fix the card or delete it")
+    return card
+
+
+def verify_card(model_path: str | os.PathLike, card: dict[str, Any] | None, model: keras.Model | None = None) -> None:
+    """Refuse a card that describes another file: its ``file_sha256`` (and parameter count) must match.
+
+    Copying one model over another leaves the old card beside it; without this check the app
+    would show the old model's accuracy, size and parameters for the new weights.
+    """
+    if not card:
+        return
+    path = Path(model_path)
+    recorded = card.get("file_sha256")
+    if isinstance(recorded, str) and recorded and file_sha256(path) != recorded:
+        raise ValueError(
+            f"its card {card_path(path).name} describes another file than {path.name} (sha256 {recorded[:12]}... "
+            f"recorded, {file_sha256(path)[:12]}... on disk): restore the matching model or card"
+        )
+    parameters = card.get("parameters_total")
+    if model is not None and "ensemble" not in card and isinstance(parameters, int) and model.count_params() != parameters:
+        raise ValueError(
+            f"its card {card_path(path).name} records {parameters:,} parameters but {path.name} has "
+            f"{model.count_params():,}: restore the matching model or card"
+        )
 
 
 def library_versions() -> dict[str, str]:

@@ -17,8 +17,7 @@ import keras
 from keras import layers
 
 from .data import IMAGE_SIZE
-
-MODEL_NAMES = ("scratch_cnn", "resnet50", "mobilenetv2", "inceptionv3", "ensemble")
+from .names import MODEL_NAMES  # noqa: F401  (re-exported: the one list lives in names)
 
 
 class WeightsUnavailableError(RuntimeError):

@@ -88,7 +88,7 @@ def trained_models_dir() -> pathlib.Path:
 
 @functools.lru_cache(maxsize=None)
 def loaded_models():
-    from demo.registry import load_models
+    from fer_utils.serving import load_models
 
     return load_models(trained_models_dir())
 
@@ -241,7 +241,7 @@ def test_faces_crop_at_the_edge_stays_square():
 
 
 def test_decode_rejects_bad_files_with_clear_messages(photos):
-    from demo.imaging import ImageInputError, decode_image
+    from fer_utils.imaging import ImageInputError, decode_image
 
     expected = {
         "not_an_image.jpg": "not an image",
@@ -257,7 +257,7 @@ def test_decode_rejects_bad_files_with_clear_messages(photos):
 
 
 def test_decode_normalises_odd_but_valid_images(photos):
-    from demo.imaging import decode_image
+    from fer_utils.imaging import decode_image
 
     for name in ("sixteen_bit.png", "cmyk.jpg", "palette.png", "rgba.png", "animated.gif", "exif_rotated.jpg", "grey.jpg"):
         decoded = decode_image(photos[name])
@@ -269,8 +269,8 @@ def test_decode_normalises_odd_but_valid_images(photos):
 
 
 def test_ensemble_reuses_members_and_matches_the_full_model(models):
-    from demo.inference import predict_all
-    from demo.registry import face_tensor
+    from fer_utils.serving import predict_all
+    from fer_utils.serving import face_tensor
 
     ensemble = models.models["ensemble"]
     assert [m.key for m in ensemble.members] == list(MEMBERS)
@@ -299,7 +299,7 @@ def test_demo_explainer_matches_fer_utils_explain(models):
 
 
 def test_agreement_line_names_who_disagrees():
-    from demo.inference import Prediction, agreement_line
+    from fer_utils.serving import Prediction, agreement_line
 
     def prediction(name, index):
         probs = np.full(7, 0.01)
@@ -328,8 +328,8 @@ def test_an_ensemble_member_outside_the_five_runs_inside_the_ensemble_only(tmp_p
     import keras
 
     from demo.about import about_markdown
-    from demo.inference import predict_all
-    from demo.registry import MODEL_NAMES, face_tensor, load_models
+    from fer_utils.serving import predict_all
+    from fer_utils.serving import MODEL_NAMES, face_tensor, load_models
     from fer_utils.experiment import display_name
     from fer_utils.model_io import load_model, save_ensemble, save_model
     from fer_utils.models import build_ensemble, build_model, ensemble_parts
@@ -366,8 +366,8 @@ def test_an_ensemble_member_outside_the_five_runs_inside_the_ensemble_only(tmp_p
 
 def test_a_mean_ensemble_serves_the_average_of_its_members_and_says_so(tmp_path):
     from demo.about import about_markdown
-    from demo.inference import predict_all
-    from demo.registry import load_models
+    from fer_utils.serving import predict_all
+    from fer_utils.serving import load_models
     from fer_utils.model_io import load_model, save_ensemble
     from fer_utils.models import build_ensemble, build_ensemble_head
 
@@ -388,7 +388,7 @@ def test_a_mean_ensemble_serves_the_average_of_its_members_and_says_so(tmp_path)
 
 def test_missing_models_are_listed_and_none_at_all_exits_1(tmp_path, capsys):
     from demo.app import build_demo, main
-    from demo.registry import load_models
+    from fer_utils.serving import load_models
 
     (tmp_path / "partial").mkdir()
     shutil.copy(trained_models_dir() / "scratch_cnn.keras", tmp_path / "partial")
@@ -426,7 +426,7 @@ def test_auth_flag_parsing():
 
 
 def test_default_models_dir_is_next_to_the_repo_not_the_cwd():
-    from demo.registry import default_models_dir
+    from fer_utils.serving import default_models_dir
 
     assert default_models_dir() == ROOT / "saved_models"
 
@@ -436,7 +436,7 @@ def test_default_models_dir_is_next_to_the_repo_not_the_cwd():
 
 def test_api_lists_compare_and_one_endpoint_per_model(client):
     endpoints = client.view_api(print_info=False, return_format="dict")["named_endpoints"]
-    assert set(endpoints) == {"/compare", *(f"/{key}" for key in ALL_MODELS)}
+    assert set(endpoints) == {"/compare", "/video", "/live_frame", *(f"/{key}" for key in ALL_MODELS)}
 
 
 def test_compare_synthetic_happy_face_is_happy_for_the_scratch_cnn(client, photos):
@@ -444,11 +444,13 @@ def test_compare_synthetic_happy_face_is_happy_for_the_scratch_cnn(client, photo
     summary = details(result)
     assert summary["models"]["scratch_cnn"]["label"] == "happy"
     assert set(summary["models"]) == set(ALL_MODELS)
-    assert summary["face"]["found"] is False and "No face found" in result[2]
+    # a 48x48 face is a face crop already: used as it is, without the no-face warning
+    assert summary["face"]["found"] is False and summary["face_crop_upload"] is True
+    assert "face crop already" in result[2] and "No face found" not in result[2] and "⚠" not in result[2]
     crop = Image.open(result[1])
     assert crop.size == (48, 48)
-    # outputs: boxed photo, crop, face note, agreement, then (label, time) per model, then JSON
-    assert len(result) == 4 + 2 * len(ALL_MODELS) + 1
+    # outputs: boxed photo, crop, face note, agreement, then (label, time) per model, the face picker, then JSON
+    assert len(result) == 4 + 2 * len(ALL_MODELS) + 2
     scratch_label, scratch_time = result[4], result[5]
     assert scratch_label["label"] == "happy" and len(scratch_label["confidences"]) == 3
     assert scratch_time.startswith("Inference:") and "ms" in scratch_time
@@ -460,6 +462,7 @@ def test_compare_astronaut_crop_is_48x48_and_box_is_drawn(client, photos):
     summary = details(result)
     assert summary["face"]["found"] and summary["face"]["faces_found"] == 1
     assert summary["face"]["crop_size"] == [48, 48]
+    assert summary["detector"] == "mtcnn" and "MTCNN" in result[2]  # the UI says which detector ran
     assert Image.open(result[1]).size == (48, 48)
     assert Image.open(result[0]).size == (512, 512)
     assert "agree" in result[3] or "say" in result[3] or "majority" in result[3]
@@ -517,10 +520,15 @@ def test_odd_images_are_decoded_and_the_face_found(client, photos, name):
     assert set(summary["models"]) == set(ALL_MODELS)
 
 
-def test_exif_rotation_is_what_makes_the_face_findable(client, photos):
-    assert not details(compare(client, photos["sideways_no_exif.jpg"]))["face"]["found"]
+def test_exif_rotation_turns_the_photo_and_a_sideways_photo_is_tried_turned(client, photos):
+    sideways = compare(client, photos["sideways_no_exif.jpg"])
+    summary = details(sideways)
+    # no EXIF: the face is found only after trying the quarter turns, and the note says so
+    assert summary["face"]["found"] and summary["rotation_degrees"] in (90, 270)
+    assert "turned" in sideways[2] and not any("EXIF" in note for note in summary["notes"])
     summary = details(compare(client, photos["exif_rotated.jpg"]))
-    assert summary["face"]["found"] and any("EXIF" in note for note in summary["notes"])
+    assert summary["face"]["found"] and summary["rotation_degrees"] == 0
+    assert any("EXIF" in note for note in summary["notes"])
 
 
 def test_no_face_and_several_faces_are_explained(client, photos):
@@ -529,9 +537,30 @@ def test_no_face_and_several_faces_are_explained(client, photos):
     several = compare(client, photos["two_faces.jpg"])
     summary = details(several)
     assert summary["face"]["faces_found"] == 2
-    assert "2 faces found; the largest" in several[2]
+    assert "2 faces found by MTCNN, numbered largest first" in several[2]
     box, other = summary["face"]["all_boxes_xywh"]
     assert summary["face"]["box_xywh"] == box and box[2] > other[2] and box[0] > 512  # Grace Hopper, on the right
+    # the API returns every face, with its box and each model's probabilities
+    assert [face["face"] for face in summary["faces"]] == [1, 2]
+    for face, expected_box in zip(summary["faces"], (box, other)):
+        assert face["box_xywh"] == expected_box and set(face["landmarks"]) >= {"left_eye", "right_eye"}
+        assert set(face["models"]) == set(ALL_MODELS)
+        for answer in face["models"].values():
+            assert set(answer["probabilities"]) == set(CLASS_NAMES_7)
+            assert abs(sum(answer["probabilities"].values()) - 1) < 1e-3
+    assert several[-2]["choices"] if isinstance(several[-2], dict) else several[-2]  # the face picker
+
+
+def test_compare_picks_the_face_asked_for(client, photos):
+    from gradio_client import handle_file
+
+    first = details(compare(client, photos["two_faces.jpg"]))
+    second = details(client.predict(handle_file(str(photos["two_faces.jpg"])), "#2", api_name="/compare"))
+    assert first["face"]["number"] == 1 and second["face"]["number"] == 2
+    assert second["face"]["box_xywh"] == first["faces"][1]["box_xywh"]
+    # the per-model summary is that face's
+    for key in ALL_MODELS:
+        assert second["models"][key]["label"] == first["faces"][1]["models"][key]["label"]
 
 
 def test_the_app_serves_no_files_outside_its_own(app_url):

@@ -1,4 +1,5 @@
-"""One real-browser test of the demo: Debian's chromium, driven by Playwright, uploads a photo.
+"""Real-browser tests of the demo: Debian's chromium, driven by Playwright, uploads a photo, and
+streams a fake webcam (a .y4m clip made here from demo/examples/astronaut.jpg) into the Live tab.
 
 Playwright's own browser download does not work offline, so this uses the system chromium
 (``apt-get install -y chromium``); without it, or without the ``playwright`` package, the test
@@ -9,9 +10,11 @@ from __future__ import annotations
 
 import os
 import pathlib
+import re
 import shutil
 import sys
 
+import numpy as np
 import pytest
 
 CHROMIUM = os.environ.get("FER_DEMO_CHROMIUM", "/usr/bin/chromium")  # Debian's package
@@ -73,3 +76,59 @@ def test_browser_upload_shows_five_predictions(tmp_path):
     assert shown == {key: api[key]["label"] for key in ALL_MODELS}  # the page shows what the API returns
     if os.environ.get("FER_DEMO_SCREENSHOT"):
         shutil.copy(tmp_path / "compare.png", os.environ["FER_DEMO_SCREENSHOT"])
+
+
+def write_y4m(path: pathlib.Path, frames: int = 30, size: tuple[int, int] = (640, 480)) -> pathlib.Path:
+    """A Y4M clip (what Chromium's fake camera plays, in a loop): the astronaut on a grey 640x480
+    canvas, drifting a few pixels. Written by hand: the header, then per frame ``FRAME`` and the
+    Y, U and V planes (4:2:0, as OpenCV's I420 conversion lays them out)."""
+    import cv2
+
+    width, height = size
+    photo = cv2.resize(cv2.imread(str(EXAMPLES / "astronaut.jpg")), (360, 360), interpolation=cv2.INTER_AREA)
+    with open(path, "wb") as stream:
+        stream.write(f"YUV4MPEG2 W{width} H{height} F10:1 Ip A1:1 C420jpeg\n".encode("ascii"))
+        for index in range(frames):
+            canvas = np.full((height, width, 3), 90, np.uint8)
+            x = (width - 360) // 2 + int(round(20 * np.sin(index / 5)))
+            y = (height - 360) // 2
+            canvas[y:y + 360, x:x + 360] = photo
+            stream.write(b"FRAME\n")
+            stream.write(cv2.cvtColor(canvas, cv2.COLOR_BGR2YUV_I420).tobytes())
+    return path
+
+
+def test_browser_live_tab_labels_the_fake_webcam(tmp_path):
+    url = running_app()
+    clip = write_y4m(tmp_path / "astronaut.y4m")
+    camera = ["--use-fake-ui-for-media-stream", "--use-fake-device-for-media-stream",
+              f"--use-file-for-fake-video-capture={clip}"]
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS + camera, headless=True)
+        try:
+            page = browser.new_page(viewport={"width": 1400, "height": 1400})
+            page.goto(url, wait_until="load", timeout=60_000)
+            page.get_by_role("tab", name="Live", exact=True).click()
+            webcam = page.locator("#live-webcam")
+            webcam.get_by_text("Click to Access Webcam").click(timeout=30_000)
+            webcam.locator("button", has_text="Record").click(timeout=30_000)  # starts the stream
+            page.wait_for_function(
+                "() => /[1-9][0-9]* faces? in view/.test(document.querySelector('#live-status')?.innerText || '')",
+                timeout=60_000,
+            )
+            page.wait_for_function("() => /frames\\/s \\(last/.test(document.querySelector('#live-status').innerText)",
+                                   timeout=30_000)
+            status = page.locator("#live-status").inner_text()
+            src = page.locator("#live-output img").first.get_attribute("src")
+            page.screenshot(path=str(tmp_path / "live.png"), full_page=True)
+            webcam.locator("button", has_text="Stop").click(timeout=10_000)
+        finally:
+            browser.close()
+
+    assert re.search(r"\b1 face in view", status), status
+    assert "MTCNN" in status and "every 4th frame" in status
+    fps = float(re.search(r"([0-9.]+) frames/s", status).group(1))
+    assert fps > 0, status
+    assert src and src.startswith("data:image/jpeg;base64,")  # the labelled frame, sent inline
+    if os.environ.get("FER_DEMO_SCREENSHOT"):
+        shutil.copy(tmp_path / "live.png", pathlib.Path(os.environ["FER_DEMO_SCREENSHOT"]).with_suffix(".live.png"))

@@ -7,7 +7,8 @@ import pytest
 from synthetic import synthetic_faces, write_fer_csv, write_synthetic_fer_csv
 
 from fer_utils import convert, experiment, model_io, models
-from fer_utils.data import file_sha256, load_dataset
+from fer_utils.data import load_dataset
+from fer_utils.files import file_sha256
 from fer_utils.evaluation import evaluate_model, predict_proba
 from fer_utils.training import TrainConfig, train_model
 

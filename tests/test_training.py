@@ -238,7 +238,7 @@ def test_load_model_errors_are_clear(tmp_path):
         model_io.load_model(tmp_path / "missing.keras")
     junk = tmp_path / "junk.keras"
     junk.write_bytes(b"not a zip")
-    with pytest.raises(ValueError, match="is not a loadable Keras model"):
+    with pytest.raises(ValueError, match="junk.keras is damaged: it is not a complete .keras archive"):
         model_io.load_model(junk)
     with pytest.raises(ValueError, match="use the .keras format"):
         model_io.save_model(models.build_scratch_cnn(7), tmp_path / "model.h5")

@@ -17,6 +17,7 @@ import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import cv2
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
@@ -25,6 +26,10 @@ MAX_PIXELS = 40_000_000  # e.g. 8000x5000; a phone photo is 12-50 MP, a bomb is 
 MIN_SIDE = 24  # smaller than the face detector's window: nothing useful can be seen
 JPEG_DRAFT_SIDE = 2048  # big JPEGs are decoded at 1/2, 1/4 or 1/8 scale, keeping at least this many pixels
 SUPPORTED = "JPEG, PNG, GIF, WebP, BMP or TIFF"
+# The only decoders Pillow may use: an .eps upload must never reach Ghostscript, nor a PDF or SVG
+# anything at all. (Pillow's own names; its JPEG decoder also reads the MPO files many phones write.)
+DECODERS = ("JPEG", "PNG", "GIF", "WEBP", "BMP", "TIFF")
+EXIF_TURNS = range(2, 9)  # EXIF orientations 2-8 flip or turn the picture; 1 is upright, others are invalid
 
 # Pillow refuses images over 2x this on open and warns above it; the warning is made an
 # error in decode_image, so nothing over MAX_PIXELS is ever decompressed.
@@ -72,7 +77,7 @@ def decode_image(source: str | os.PathLike | bytes) -> DecodedImage:
     with warnings.catch_warnings():
         warnings.simplefilter("error", Image.DecompressionBombWarning)
         try:
-            image = Image.open(io.BytesIO(data))
+            image = Image.open(io.BytesIO(data), formats=DECODERS)  # never EPS/PDF (Ghostscript) or others
             image_format = image.format
             _check_pixels(image.size)
             if image.format == "JPEG" and max(image.size) > 2 * JPEG_DRAFT_SIDE:
@@ -119,7 +124,7 @@ def _upright(image: Image.Image, notes: list[str]) -> Image.Image:
         orientation = image.getexif().get(0x0112, 1)
     except Exception:  # a broken EXIF block must not cost the photo
         return image
-    if orientation in (None, 1):
+    if orientation not in EXIF_TURNS:  # upright (1), absent, or not a valid orientation (0, 9, 65535...)
         return image
     try:
         upright = ImageOps.exif_transpose(image)
@@ -134,7 +139,7 @@ def _to_rgb_array(image: Image.Image, notes: list[str]) -> np.ndarray:
     """Every Pillow mode the app may meet, as (H, W, 3) uint8 RGB."""
     mode = image.mode
     if mode.startswith("I;16") or mode in ("I", "F"):
-        grey = _high_depth_to_uint8(np.asarray(image), mode)
+        grey = _high_depth_to_uint8(np.asarray(image), mode, notes)
         notes.append(f"The {mode} image (more than 8 bits per pixel) was scaled to 8-bit grey.")
         return np.repeat(grey[..., None], 3, axis=-1)
     if mode == "P":
@@ -156,22 +161,35 @@ def _to_rgb_array(image: Image.Image, notes: list[str]) -> np.ndarray:
     return np.asarray(image, dtype=np.uint8)
 
 
-def _high_depth_to_uint8(arr: np.ndarray, mode: str) -> np.ndarray:
-    """16-bit and 32-bit grey to 0-255: by the format's range where known, else by the image's own range."""
-    arr = np.nan_to_num(arr.astype(np.float64))
-    if mode.startswith("I;16"):
-        arr = arr / 257.0
+def _high_depth_to_uint8(arr: np.ndarray, mode: str, notes: list[str] | None = None) -> np.ndarray:
+    """16-bit, 32-bit and float grey to 0-255, keeping the picture.
+
+    Integers are scaled by the bit depth they actually use (12-bit data stored in 16 bits is
+    scaled by 4095, not 65535, so it does not turn nearly black); floats in [0, 1] are taken as
+    0-1 intensities; anything else by the image's own range. Infinite or NaN pixels are left out
+    of the scaling (shown black) and a note says so; an image with no finite pixel is refused.
+    """
+    arr = arr.astype(np.float64)
+    finite = np.isfinite(arr)
+    if not finite.all():
+        if not finite.any():
+            raise ImageInputError("Every pixel of this image is infinite or not a number; please upload a normal photo.")
+        if notes is not None:
+            notes.append(f"{int((~finite).sum())} pixels were infinite or not a number; they are shown black.")
+        arr = np.where(finite, arr, np.nan)
+    low, high = float(np.nanmin(arr)), float(np.nanmax(arr))
+    if mode == "F" and 0 <= low and high <= 1:
+        arr = arr * 255.0
+    elif mode.startswith("I") and 0 <= low and high <= 65535 and high > 255:
+        bits = max(8, int(np.ceil(np.log2(high + 1))))  # 12-bit data peaks below 4096
+        arr = arr * (255.0 / (2 ** bits - 1))
+    elif 0 <= low and high <= 255:
+        pass
+    elif high > low:
+        arr = (arr - low) * (255.0 / (high - low))
     else:
-        low, high = float(arr.min()), float(arr.max())
-        if 0 <= low and high <= 255:
-            pass
-        elif 0 <= low and high <= 65535 and mode == "I":
-            arr = arr / 257.0
-        elif high > low:
-            arr = (arr - low) * (255.0 / (high - low))
-        else:
-            arr = np.zeros_like(arr)
-    return np.clip(np.rint(arr), 0, 255).astype(np.uint8)
+        arr = np.zeros_like(arr)
+    return np.clip(np.rint(np.nan_to_num(arr, nan=0.0)), 0, 255).astype(np.uint8)
 
 
 def _flatten_alpha(image: Image.Image) -> Image.Image:
@@ -204,3 +222,10 @@ def _too_many_pixels_message(width: int | None = None, height: int | None = None
 def _short(error: Exception, limit: int = 120) -> str:
     text = str(error) or type(error).__name__
     return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def jpeg_data_url(rgb: np.ndarray, quality: int = 80) -> str | None:
+    """An RGB array as an inline ``data:image/jpeg;base64,...`` URL (a streamed frame need not be a file)."""
+    ok, encoded = cv2.imencode(".jpg", cv2.cvtColor(np.ascontiguousarray(rgb, dtype=np.uint8), cv2.COLOR_RGB2BGR),
+                               [cv2.IMWRITE_JPEG_QUALITY, int(quality)])
+    return "data:image/jpeg;base64," + base64.b64encode(encoded.tobytes()).decode("ascii") if ok else None

@@ -1,0 +1,191 @@
+"""The photo pipeline end to end on labelled real photos: how often a face is found, and how accurate.
+
+    FER_PHOTOS_DIR=../shared/data/jaffe python benchmarks/photo_pipeline.py [--models-dir saved_models]
+        [--fer-csv ../shared/data/fer2013/fer2013.csv.gz] [--json out.json]
+
+``FER_PHOTOS_DIR`` holds ``<class>/<photo>`` folders named with FER2013's class names (angry,
+disgust, fear, happy, sad, surprise, neutral). For every detector (``haar``, ``mtcnn``), with and
+without alignment, and with each photometric step (``none``, ``equalize``, ``clahe``) it runs
+every photo through the serving path's own functions (``fer_utils.imaging.decode_image`` ->
+``fer_utils.faces.find_faces`` -> each shipped model; with several faces the largest is scored;
+with none, the whole image, as the app does) and reports:
+
+- faces found: photos with at least one face;
+- full-pipeline accuracy and macro-F1 per model (scikit-learn);
+- milliseconds per photo for decoding and face finding (the models' time is the same for all).
+
+With ``--fer-csv`` it also measures each photometric step on FER2013 **PublicTest** crops (the
+selection split, never PrivateTest), so a step that only helps photos is visible.
+
+The photos are for evaluation only: nothing here trains or selects model weights, and the
+pipeline's defaults are chosen from these figures together with PublicTest's (see benchmarks/README.md).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import numpy as np  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from fer_utils.faces import DETECTORS, NORMALIZATIONS, find_faces, normalize_face  # noqa: E402
+from fer_utils.imaging import ImageInputError, decode_image  # noqa: E402
+
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".gif")
+
+
+def labelled_photos(root: Path, class_names: tuple[str, ...]) -> list[tuple[Path, int]]:
+    """``(path, label index)`` for every photo in a class folder whose name is one of ``class_names``."""
+    photos = []
+    for index, name in enumerate(class_names):
+        folder = root / name
+        if folder.is_dir():
+            photos += [(path, index) for path in sorted(folder.iterdir()) if path.suffix.lower() in IMAGE_SUFFIXES]
+    if not photos:
+        raise SystemExit(f"error: no photos in class folders ({', '.join(class_names)}) under {root}")
+    return photos
+
+
+def network_predictions(models, crops: np.ndarray) -> dict[str, np.ndarray]:
+    """Each model's class probabilities for a batch of 48x48 crops (the ensemble from its members')."""
+    batch = crops.astype(np.float32)[..., None]
+    out: dict[str, np.ndarray] = {}
+    networks = models.networks()
+    for key, loaded in networks.items():
+        out[key] = loaded.model.predict(batch, batch_size=128, verbose=0)
+    for loaded in models:
+        if loaded.is_ensemble:
+            joined = np.concatenate([out[m.key] for m in loaded.members], axis=1)
+            head = loaded.head_forward.model
+            out[loaded.key] = head.predict(joined, batch_size=256, verbose=0)
+    return out
+
+
+def scores(probabilities: dict[str, np.ndarray], labels: np.ndarray, class_names) -> dict[str, dict[str, float]]:
+    from sklearn.metrics import accuracy_score, f1_score
+
+    result = {}
+    for key, probs in probabilities.items():
+        predicted = probs.argmax(axis=1)
+        result[key] = {
+            "accuracy": round(float(accuracy_score(labels, predicted)), 4),
+            "macro_f1": round(float(f1_score(labels, predicted, average="macro", labels=range(len(class_names)),
+                                             zero_division=0)), 4),
+        }
+    return result
+
+
+def run_photos(models, photos, detectors, aligns, normalizations) -> list[dict]:
+    from tqdm import tqdm
+
+    class_names = next(iter(models)).class_names
+    labels = np.array([label for _, label in photos])
+    decoded = []
+    started = time.perf_counter()
+    for path, _ in photos:
+        try:
+            decoded.append(decode_image(path).rgb)
+        except ImageInputError as error:
+            raise SystemExit(f"error: {path}: {error}")
+    decode_ms = (time.perf_counter() - started) * 1000 / len(photos)
+    rows = []
+    for detector in detectors:
+        for align in aligns:
+            crops: dict[str, list[np.ndarray]] = {n: [] for n in normalizations}
+            found = 0
+            rotated = 0
+            started = time.perf_counter()
+            for rgb in tqdm(decoded, desc=f"{detector}, {'aligned' if align else 'not aligned'}", unit="photo"):
+                search = find_faces(rgb, detector, align=align, normalize="none")
+                found += int(search.found)
+                rotated += int(search.rotation != 0)
+                for normalize in normalizations:
+                    crops[normalize].append(normalize_face(search.faces[0].crop, normalize))
+            face_ms = (time.perf_counter() - started) * 1000 / len(decoded)
+            for normalize in normalizations:
+                probabilities = network_predictions(models, np.stack(crops[normalize]))
+                rows.append({
+                    "detector": detector, "aligned": align, "normalize": normalize,
+                    "photos": len(photos), "faces_found": found, "found_fraction": round(found / len(photos), 4),
+                    "found_after_turning": rotated,
+                    "ms_per_photo": round(decode_ms + face_ms, 1),
+                    "models": scores(probabilities, labels, class_names),
+                })
+    return rows
+
+
+def run_fer_crops(models, csv_path: str, normalizations) -> dict[str, dict]:
+    """Each photometric step on FER2013 PublicTest crops (the selection split)."""
+    from fer_utils.data import load_dataset
+
+    val = load_dataset(csv_path).val
+    class_names = next(iter(models)).class_names
+    result = {}
+    for normalize in normalizations:
+        crops = np.stack([normalize_face(face.reshape(48, 48).astype(np.uint8), normalize) for face in val.images])
+        result[normalize] = scores(network_predictions(models, crops), val.labels, class_names)
+    return result
+
+
+def markdown(rows: list[dict], fer: dict | None, keys: list[str]) -> str:
+    head = "| detector | aligned | normalize | faces found | ms / photo | " + " | ".join(keys) + " |"
+    lines = [head, "|" + "---|" * (5 + len(keys))]
+    for row in rows:
+        cells = [f"{row['models'][k]['accuracy']:.1%} / {row['models'][k]['macro_f1']:.3f}" for k in keys]
+        lines.append(f"| {row['detector']} | {'yes' if row['aligned'] else 'no'} | {row['normalize']} | "
+                     f"{row['faces_found']}/{row['photos']} ({row['found_fraction']:.1%}) | {row['ms_per_photo']} | "
+                     + " | ".join(cells) + " |")
+    if fer:
+        lines += ["", "FER2013 PublicTest crops (accuracy / macro-F1):", "",
+                  "| normalize | " + " | ".join(keys) + " |", "|" + "---|" * (1 + len(keys))]
+        for normalize, by_model in fer.items():
+            lines.append(f"| {normalize} | " + " | ".join(
+                f"{by_model[k]['accuracy']:.1%} / {by_model[k]['macro_f1']:.3f}" for k in keys) + " |")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--photos", type=Path, default=os.environ.get("FER_PHOTOS_DIR"),
+                        help="labelled photo folder (default: $FER_PHOTOS_DIR)")
+    parser.add_argument("--models-dir", type=Path, default=ROOT / "saved_models")
+    parser.add_argument("--detectors", nargs="+", default=list(DETECTORS), choices=DETECTORS)
+    parser.add_argument("--normalize", nargs="+", default=list(NORMALIZATIONS), choices=NORMALIZATIONS)
+    parser.add_argument("--no-unaligned", action="store_true", help="only the aligned pipeline")
+    parser.add_argument("--fer-csv", default=None, help="also measure each photometric step on FER2013 PublicTest")
+    parser.add_argument("--json", type=Path, default=None, help="write every figure here")
+    args = parser.parse_args(argv)
+    if args.photos is None or not Path(args.photos).is_dir():
+        print("error: point FER_PHOTOS_DIR (or --photos) at a folder of <class>/<photo> images, "
+              "for example ../shared/data/jaffe", file=sys.stderr)
+        return 2
+    from fer_utils.serving import load_models
+
+    models = load_models(args.models_dir, warm_up=False)
+    if not models:
+        print(f"error: no models could be loaded from {args.models_dir}", file=sys.stderr)
+        return 2
+    class_names = next(iter(models)).class_names
+    photos = labelled_photos(Path(args.photos), class_names)
+    aligns = [True] if args.no_unaligned else [False, True]
+    rows = run_photos(models, photos, args.detectors, aligns, args.normalize)
+    fer = run_fer_crops(models, args.fer_csv, args.normalize) if args.fer_csv else None
+    keys = list(rows[0]["models"])
+    print(f"{len(photos)} photos from {args.photos}; models from {args.models_dir} (accuracy / macro-F1)\n")
+    print(markdown(rows, fer, keys))
+    if args.json:
+        args.json.write_text(json.dumps({"photos": str(args.photos), "rows": rows, "fer_public_test": fer}, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,192 @@
+"""Face finding, FER2013-framed alignment and every-face search, on public-domain example photos."""
+
+from __future__ import annotations
+
+import os
+import pathlib
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import cv2  # noqa: E402
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+from PIL import Image  # noqa: E402
+
+from fer_utils.faces import (  # noqa: E402
+    MAX_FACES,
+    Box,
+    Detection,
+    Landmarks,
+    align_face,
+    detect,
+    draw_faces,
+    fer2013_framing,
+    find_faces,
+    normalize_face,
+)
+
+EXAMPLES = pathlib.Path(__file__).resolve().parents[1] / "demo" / "examples"
+
+
+def photo(name: str) -> np.ndarray:
+    return np.asarray(Image.open(EXAMPLES / name).convert("RGB"))
+
+
+def correlation(a: np.ndarray, b: np.ndarray) -> float:
+    return float(np.corrcoef(a.astype(float).ravel(), b.astype(float).ravel())[0, 1])
+
+
+def rotate_about(image: np.ndarray, centre: tuple[float, float], degrees: float) -> np.ndarray:
+    matrix = cv2.getRotationMatrix2D(centre, degrees, 1.0)
+    return cv2.warpAffine(image, matrix, (image.shape[1], image.shape[0]), borderMode=cv2.BORDER_REPLICATE)
+
+
+@pytest.mark.parametrize("detector", ["mtcnn", "haar"])
+def test_both_detectors_find_the_astronaut(detector):
+    found = detect(photo("astronaut.jpg"), detector)
+    assert len(found) == 1
+    x, y, w, h = found[0].box.as_list()
+    assert 150 <= x <= 200 and 40 <= y <= 90 and 75 <= w <= 120  # her face, not the helmet or the flag
+    if detector == "mtcnn":
+        marks = found[0].landmarks
+        assert marks is not None and found[0].score > 0.9
+        # eyes in the upper half of the box, left of right, mouth below the eyes
+        assert x < marks.left_eye[0] < marks.right_eye[0] < x + w
+        assert y < marks.left_eye[1] < y + h / 2 and marks.mouth_left[1] > marks.left_eye[1] + h / 5
+    else:
+        assert found[0].landmarks is None
+
+
+def test_framing_is_measured_and_plausible():
+    framing = fer2013_framing()
+    (lx, ly), (rx, ry) = framing.left_eye, framing.right_eye
+    assert ly == ry and 0.3 < ly < 0.45  # level, in the upper part of the frame
+    assert 0.25 < lx < 0.4 and 0.6 < rx < 0.75 and abs((lx + rx) / 2 - 0.5) < 0.05
+    assert "FER2013 Training" in framing.measured_on
+
+
+def test_alignment_puts_the_eyes_where_fer2013_has_them():
+    """Two dots as "eyes" at a tilt: after alignment they sit, level, at the framing's eye points."""
+    image = np.full((400, 400), 120, np.uint8)
+    left, right = (150.0, 210.0), (250.0, 170.0)  # 22 degrees tilt
+    for x, y in (left, right):
+        cv2.circle(image, (int(x), int(y)), 6, 255, -1)
+    marks = Landmarks(left, right, (200, 230), (170, 260), (230, 250))
+    crop = align_face(image, Detection(Box(120, 120, 160, 180), marks, 0.99, "mtcnn"))
+    assert crop.shape == (48, 48) and crop.dtype == np.uint8
+    framing = fer2013_framing()
+    for (fx, fy), half in ((framing.left_eye, slice(0, 24)), (framing.right_eye, slice(24, 48))):
+        region = crop[:, half].astype(float)
+        ys, xs = np.nonzero(region > 180)
+        assert len(xs), "the dot vanished"
+        cx, cy = xs.mean() + half.start, ys.mean()
+        assert abs(cx - fx * 48) < 1.5 and abs(cy - fy * 48) < 1.5, (cx, cy, fx * 48, fy * 48)
+
+
+def test_alignment_undoes_a_tilted_head():
+    rgb = photo("astronaut.jpg")
+    upright = find_faces(rgb).faces[0]
+    centre = upright.box.centre
+    tilted = find_faces(rotate_about(rgb, centre, 20)).faces[0]
+    unaligned = find_faces(rotate_about(rgb, centre, 20), align=False).faces[0]
+    assert tilted.landmarks is not None
+    eyes = tilted.landmarks
+    assert abs(eyes.right_eye[1] - eyes.left_eye[1]) > 8  # the eyes really are tilted in the photo
+    assert correlation(tilted.crop, upright.crop) > 0.9
+    assert correlation(tilted.crop, upright.crop) > correlation(unaligned.crop, upright.crop) + 0.05
+
+
+def test_every_face_is_found_largest_first_and_drawn_with_its_label():
+    rgb = photo("two_portraits.jpg")
+    search = find_faces(rgb)
+    assert len(search.faces) == 2 and search.found and search.detector == "mtcnn"
+    first, second = search.faces
+    assert first.box.area > second.box.area and first.box.x > 512  # Grace Hopper, on the right
+    assert all(face.crop.shape == (48, 48) for face in search.faces)
+    assert "2 faces found by MTCNN" in search.note
+    plain = draw_faces(rgb, search, max_side=None)
+    labelled = draw_faces(rgb, search, ["happy", "sad"], max_side=None)
+    assert plain.shape == rgb.shape and not np.array_equal(plain, rgb)
+    x, y = second.box.x, second.box.y
+    strip = (slice(max(0, y - 30), y), slice(x, x + 80))
+    assert not np.array_equal(labelled[strip], plain[strip])  # the label is written above box #2
+
+
+def test_up_to_twenty_faces_are_kept():
+    face = cv2.resize(photo("astronaut.jpg")[40:220, 140:320], (100, 100), interpolation=cv2.INTER_AREA)
+    grid = np.vstack([np.hstack([face] * 6)] * 4)  # 24 faces
+    search = find_faces(grid, try_rotations=False)
+    assert search.total_found > MAX_FACES
+    assert len(search.faces) == MAX_FACES and "20 largest are shown" in search.note
+    areas = [f.box.area for f in search.faces]
+    assert areas == sorted(areas, reverse=True)
+
+
+def test_a_sideways_photo_is_found_after_turning_it():
+    rgb = np.ascontiguousarray(np.rot90(photo("astronaut.jpg")))  # turned 90 degrees anticlockwise
+    assert not detect(rgb)
+    search = find_faces(rgb)
+    assert search.found and search.rotation == 90
+    assert "turned 90 degrees clockwise" in search.note
+    assert search.image_size == (512, 512)
+
+
+def test_no_face_says_why_where_it_can():
+    coffee = photo("coffee_no_face.jpg")
+    search = find_faces(coffee)
+    assert search.whole_image and not search.face_crop and search.faces[0].crop.shape == (48, 48)
+    assert "No face found" in search.note and "turned by 90, 180 or 270" in search.note
+    dark = find_faces((coffee * 0.08).astype(np.uint8))
+    assert dark.whole_image and "very dark" in dark.note
+    blank = find_faces(np.full((300, 400, 3), 200, np.uint8))
+    assert blank.whole_image and "blank" in blank.note
+
+
+def test_a_face_crop_upload_is_used_as_it_is_without_a_warning():
+    face = cv2.cvtColor(photo("astronaut.jpg")[50:190, 160:300], cv2.COLOR_RGB2GRAY)
+    small = cv2.resize(face, (48, 48), interpolation=cv2.INTER_AREA)
+    search = find_faces(small)
+    assert search.face_crop and search.whole_image
+    assert "face crop already" in search.note and "No face found" not in search.note
+    np.testing.assert_array_equal(search.faces[0].crop, small)  # used as it is
+
+
+def test_normalisation_steps():
+    rng = np.random.default_rng(0)
+    flat = rng.integers(100, 140, (48, 48)).astype(np.uint8)  # a low-contrast crop
+    assert np.array_equal(normalize_face(flat, "none"), flat)
+    equalised = normalize_face(flat, "equalize")
+    assert equalised.max() - equalised.min() > 200
+    clahe = normalize_face(flat, "clahe")
+    assert clahe.std() > flat.std() and clahe.shape == (48, 48)
+    with pytest.raises(ValueError, match="normalize must be one of"):
+        normalize_face(flat, "gamma")
+    search = find_faces(photo("astronaut.jpg"), normalize="equalize")
+    assert search.normalize == "equalize" and search.faces[0].crop.max() == 255
+
+
+def test_unknown_detector_is_a_clear_error():
+    with pytest.raises(ValueError, match="detector must be one of mtcnn, haar"):
+        find_faces(photo("astronaut.jpg"), "dlib")
+
+
+@pytest.mark.skipif(not os.environ.get("FER2013_CSV"), reason="set FER2013_CSV to the FER2013 CSV for this test")
+def test_fer2013_test_faces_are_taken_as_face_crops_not_warned_about():
+    from fer_utils.data import load_dataset
+
+    test = load_dataset(os.environ["FER2013_CSV"]).test
+    faces = test.images[:60].reshape(-1, 48, 48).astype(np.uint8)
+    searches = [find_faces(face) for face in faces]
+    assert all(search.face_crop for search in searches)
+    assert not any("No face found" in search.note for search in searches)
+    for face, search in zip(faces, searches):
+        np.testing.assert_array_equal(search.faces[0].crop, face)
+
+
+def test_where_mtcnn_finds_nothing_the_haar_cascade_is_asked(monkeypatch):
+    import fer_utils.faces as faces
+
+    monkeypatch.setattr(faces, "_detect_mtcnn", lambda *args, **kwargs: [])
+    search = find_faces(photo("astronaut.jpg"))
+    assert search.found and search.rotation == 0 and search.faces[0].detection.detector == "haar"
+    assert "Haar cascade (MTCNN found none)" in search.note

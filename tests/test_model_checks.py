@@ -1,0 +1,82 @@
+"""The models folder: a card must match its model, broken cards and damaged files say what is wrong (issue #19, 10-13)."""
+
+from __future__ import annotations
+
+import os
+import pathlib
+import shutil
+import sys
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import pytest  # noqa: E402
+
+TESTS = pathlib.Path(__file__).resolve().parent
+sys.path.insert(0, str(TESTS))
+
+from test_demo import MEMBERS, trained_models_dir  # noqa: E402
+
+
+@pytest.fixture()
+def folder(tmp_path):
+    for path in trained_models_dir().iterdir():
+        shutil.copy(path, tmp_path)
+    return tmp_path
+
+
+def load(folder):
+    from fer_utils.serving import load_models
+
+    return load_models(folder, warm_up=False)
+
+
+def test_a_card_that_describes_another_file_refuses_that_model(folder):
+    shutil.copy(folder / "resnet50.keras", folder / "scratch_cnn.keras")  # the old card stays beside it
+    models = load(folder)
+    assert "scratch_cnn" not in models.models
+    reason = models.missing["scratch_cnn"]
+    assert "scratch_cnn.json" in reason and "describes another file" in reason
+    assert "resnet50" in models.models  # the others still serve
+
+
+def test_a_card_with_the_wrong_parameter_count_is_refused(folder):
+    import json
+
+    card = json.loads((folder / "resnet50.json").read_text())
+    card.pop("file_sha256")
+    card["parameters_total"] = 123
+    (folder / "resnet50.json").write_text(json.dumps(card))
+    reason = load(folder).missing["resnet50"]
+    assert "resnet50.json records 123 parameters" in reason
+
+
+@pytest.mark.parametrize("text, message", [("{not json", "is not valid JSON"), ("[1, 2]", "holds a JSON list")])
+def test_a_broken_card_names_the_card_and_what_is_wrong(folder, text, message):
+    (folder / "scratch_cnn.json").write_text(text)
+    models = load(folder)
+    reason = models.missing["scratch_cnn"]
+    assert "scratch_cnn.json" in reason and message in reason and "fix the card or delete it" in reason
+    assert "'list' object" not in reason and "Expecting property name" not in reason.split("(")[0]
+
+
+def test_a_model_without_a_card_still_serves(folder):
+    (folder / "inceptionv3.json").unlink()
+    assert "inceptionv3" in load(folder).models
+
+
+def test_a_truncated_model_is_called_damaged_and_the_ensemble_names_it(folder):
+    data = (folder / "scratch_cnn.keras").read_bytes()
+    (folder / "scratch_cnn.keras").write_bytes(data[: len(data) // 2])
+    models = load(folder)
+    assert "is damaged" in models.missing["scratch_cnn"] and "File not found" not in models.missing["scratch_cnn"]
+    ensemble_reason = models.missing["ensemble"]
+    assert "its member scratch_cnn.keras could not be loaded" in ensemble_reason and "damaged" in ensemble_reason
+
+
+def test_reasons_never_show_the_servers_paths(folder):
+    (folder / "mobilenetv2.keras").write_bytes(b"not a keras file")
+    (folder / "scratch_cnn.json").write_text("{")
+    models = load(folder)
+    assert models.missing
+    for reason in models.missing.values():
+        assert str(folder) not in reason and str(pathlib.Path(folder).resolve()) not in reason
