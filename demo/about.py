@@ -15,18 +15,21 @@ def about_markdown(models: ModelSet) -> str:
         "Accuracy and macro-F1 are on the FER2013 **PrivateTest** split, as recorded in each model's card "
         "when it was evaluated; TTA = test-time augmentation (averaging each face with its mirror image).",
         "",
-        "| Model | PrivateTest accuracy | Macro-F1 | Weights started from | Training | Size |",
-        "|---|---|---|---|---|---|",
+        "| Model | PrivateTest accuracy | Macro-F1 | Weights started from | Training | Size | Probabilities |",
+        "|---|---|---|---|---|---|---|",
     ]
     for loaded in models:
         lines.append(_row(loaded))
     for key, reason in models.missing.items():
-        lines.append(f"| {DISPLAY_NAMES.get(key, key)} | not loaded | | | {_cell(reason)} | |")
+        lines.append(f"| {DISPLAY_NAMES.get(key, key)} | not loaded | | | {_cell(reason)} | | |")
     lines += [
         "",
         "All five take the same 48x48 grey face; the transfer models resize it inside the model. "
         "The models learned from FER2013's tightly cropped faces, so the app crops the largest face it finds "
-        "before predicting. These are research models: do not use them to make decisions about people.",
+        "before predicting. The percentages shown are calibrated where a model's card has a temperature: "
+        "fitted on PublicTest so that, say, 70 % answers are right about 70 % of the time (ECE: the expected "
+        "gap between confidence and accuracy, 15 bins, on PrivateTest). "
+        "These are research models: do not use them to make decisions about people.",
     ]
     return "\n".join(lines)
 
@@ -38,8 +41,16 @@ def _row(loaded: LoadedModel) -> str:
     macro_f1 = _metric(test, "macro_f1")
     return (
         f"| {_cell(loaded.display_name)} | {accuracy} | {macro_f1} | {_cell(_weights(loaded))} "
-        f"| {_cell(_training(card))} | {_size(card)} |"
+        f"| {_cell(_training(card))} | {_size(card)} | {_cell(_calibration(loaded))} |"
     )
+
+
+def _calibration(loaded: LoadedModel) -> str:
+    block = (loaded.card or {}).get("calibration") or {}
+    before, after = block.get("test_ece_before"), block.get("test_ece_after")
+    if loaded.temperature == 1.0 or not isinstance(before, (int, float)) or not isinstance(after, (int, float)):
+        return "as the model gives them (not calibrated)"
+    return f"calibrated, T = {loaded.temperature:.2f}: ECE {before:.3f} -> {after:.3f}"
 
 
 def _metric(split: dict[str, Any], name: str) -> str:

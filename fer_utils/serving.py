@@ -123,8 +123,24 @@ class LoadedModel:
     def is_ensemble(self) -> bool:
         return bool(self.members)
 
+    @property
+    def temperature(self) -> float:
+        """The temperature its card's calibration block records (fitted on PublicTest), else 1."""
+        block = (self.card or {}).get("calibration") or {}
+        value = block.get("temperature") if block.get("method") == "temperature" else None
+        return float(value) if isinstance(value, (int, float)) and value > 0 else 1.0
+
+    def calibrated(self, probabilities: np.ndarray) -> np.ndarray:
+        """The model's probabilities after its temperature: what people are shown (same predicted class)."""
+        if self.temperature == 1.0:
+            return probabilities
+        from .calibration import apply_temperature
+
+        return apply_temperature(probabilities[None], self.temperature)[0].astype(np.float32)
+
     def predict(self, face: np.ndarray) -> np.ndarray:
-        """Class probabilities (K,) for one 48x48 face of raw 0-255 pixels."""
+        """Raw class probabilities (K,) for one 48x48 face of raw 0-255 pixels (an ensemble's head
+        is trained on its members' raw outputs, so calibration is applied only for display)."""
         if self.is_ensemble:
             return self.combine([member.predict(face) for member in self.members])
         return np.asarray(self.forward(face_tensor(face)))[0]
@@ -360,7 +376,7 @@ _pool = ThreadPoolExecutor(max_workers=max(1, MODEL_THREADS), thread_name_prefix
 
 @dataclass
 class Prediction:
-    """One model's answer for one face."""
+    """One model's answer for one face: ``probabilities`` calibrated (shown), ``raw`` as the model gave them."""
 
     key: str
     display_name: str
@@ -368,6 +384,11 @@ class Prediction:
     probabilities: np.ndarray
     seconds: float
     note: str = ""
+    raw: np.ndarray | None = None  # before temperature scaling; None when the model has none
+
+    @property
+    def uncalibrated(self) -> np.ndarray:
+        return self.probabilities if self.raw is None else self.raw
 
     @property
     def label(self) -> str:
@@ -431,7 +452,7 @@ class FaceResult:
             "label": self.prediction().label if self.predictions else None,
             "models": {
                 p.key: {"name": p.display_name, "label": p.label, "probabilities": p.probability_dict(),
-                        "inference_ms": round(p.seconds * 1000, 2)}
+                        "calibrated": p.raw is not None, "inference_ms": round(p.seconds * 1000, 2)}
                 for p in self.predictions
             },
         }
@@ -515,10 +536,16 @@ def analysis_rows(analysis: Analysis, **context: Any) -> list[dict[str, Any]]:
 def predict(loaded: LoadedModel, face: np.ndarray) -> Prediction:
     """One model on one face, timed."""
     started = time.perf_counter()
-    probabilities = loaded.predict(face)
+    raw = loaded.predict(face)
     seconds = time.perf_counter() - started
     note = f"{len(loaded.members)} members + head" if loaded.is_ensemble else ""
-    return Prediction(loaded.key, loaded.display_name, loaded.class_names, probabilities, seconds, note)
+    return _prediction(loaded, raw, seconds, note)
+
+
+def _prediction(loaded: LoadedModel, raw: np.ndarray, seconds: float, note: str = "") -> Prediction:
+    shown = loaded.calibrated(raw)
+    return Prediction(loaded.key, loaded.display_name, loaded.class_names, shown, seconds, note,
+                      raw if shown is not raw else None)
 
 
 def select(models: ModelSet, keys: list[str] | tuple[str, ...] | None) -> list[LoadedModel]:
@@ -549,13 +576,13 @@ def predict_all(models: ModelSet, face: np.ndarray, keys: list[str] | tuple[str,
         member_seconds = 0.0
         for member in loaded.members:
             result = done.get(member.key) or predict(member, face)  # a member not shown on its own
-            member_results.append(result.probabilities)
+            member_results.append(result.uncalibrated)  # the head was trained on raw outputs
             member_seconds += result.seconds
         started = time.perf_counter()
         probabilities = loaded.combine(member_results)
         seconds = time.perf_counter() - started
         note = f"head only, on the members' outputs; {(seconds + member_seconds) * 1000:.0f} ms with members"
-        done[loaded.key] = Prediction(loaded.key, loaded.display_name, loaded.class_names, probabilities, seconds, note)
+        done[loaded.key] = _prediction(loaded, probabilities, seconds, note)
     return [done[loaded.key] for loaded in chosen]
 
 

@@ -80,3 +80,32 @@ def test_reasons_never_show_the_servers_paths(folder):
     assert models.missing
     for reason in models.missing.values():
         assert str(folder) not in reason and str(pathlib.Path(folder).resolve()) not in reason
+
+
+def test_the_app_shows_calibrated_probabilities_and_the_ensemble_combines_raw_ones(folder):
+    """A card's temperature changes what people see, not the predicted class or the ensemble's inputs."""
+    import json
+
+    import numpy as np
+
+    from fer_utils.calibration import apply_temperature
+    from fer_utils.serving import predict_all
+    from synthetic import synthetic_face
+
+    for name, temperature in (("scratch_cnn", 2.0), ("ensemble", 1.5)):
+        card = json.loads((folder / f"{name}.json").read_text())
+        card["calibration"] = {"method": "temperature", "temperature": temperature, "fitted_on": "PublicTest"}
+        (folder / f"{name}.json").write_text(json.dumps(card))
+    models = load(folder)
+    face = synthetic_face(3, np.random.default_rng(0))
+    by_key = {p.key: p for p in predict_all(models, face)}
+    scratch = by_key["scratch_cnn"]
+    raw = models.models["scratch_cnn"].predict(face)
+    np.testing.assert_allclose(scratch.raw, raw, atol=1e-6)
+    np.testing.assert_allclose(scratch.probabilities, apply_temperature(raw[None], 2.0)[0], atol=1e-5)
+    assert scratch.probabilities.max() < raw.max() and scratch.label == models.models["scratch_cnn"].class_names[int(raw.argmax())]
+    ensemble = models.models["ensemble"]
+    head_raw = ensemble.combine([models.models[key].predict(face) for key in MEMBERS])  # raw member outputs
+    np.testing.assert_allclose(by_key["ensemble"].raw, head_raw, atol=1e-5)
+    np.testing.assert_allclose(by_key["ensemble"].probabilities, apply_temperature(head_raw[None], 1.5)[0], atol=1e-5)
+    assert by_key["resnet50"].raw is None  # no temperature on its card: shown as the model gives it
