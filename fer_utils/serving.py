@@ -34,8 +34,8 @@ import tensorflow as tf
 from .data import CLASS_SETS, IMAGE_SIZE
 from .explain import overlay_heatmap
 from .faces import (
-    DEFAULT_DETECTOR, DEFAULT_NORMALIZE, MAX_FACES, Face, FaceSearch, align_face, crop_face, detect, draw_faces, find_faces,
-    normalize_face, to_gray,
+    DEFAULT_DETECTOR, DEFAULT_NORMALIZE, DETECTORS, MAX_FACES, Face, FaceSearch, align_face, crop_face, detect, draw_faces, find_faces,
+    normalize_face, to_gray, warm_up_detector,
 )
 from .imaging import DecodedImage, decode_image
 from .inference import TracedFunction
@@ -208,13 +208,15 @@ class ModelSet:
                     found.setdefault(candidate.key, candidate)
         return found
 
-    def warm_up(self, explainers: bool = True) -> float:
+    def warm_up(self, explainers: bool = True, detectors: tuple[str, ...] = DETECTORS) -> float:
         """Trace every forward pass, then (``explainers``) every explainer; returns the seconds taken.
 
         The app calls this in a background thread once the server is up; until it is done,
         requests run the models eagerly (slower, but they answer at once).
         """
         started = time.perf_counter()
+        for detector in detectors:  # traced once, so the first photo does not pay for it
+            warm_up_detector(detector)
         for loaded in self:
             loaded.warm_up()
         for loaded in self if explainers else ():

@@ -190,3 +190,21 @@ def test_where_mtcnn_finds_nothing_the_haar_cascade_is_asked(monkeypatch):
     search = find_faces(photo("astronaut.jpg"))
     assert search.found and search.rotation == 0 and search.faces[0].detection.detector == "haar"
     assert "Haar cascade (MTCNN found none)" in search.note
+
+
+def test_the_traced_mtcnn_finds_what_the_eager_one_finds():
+    """Its networks run as tf.functions for speed; the boxes and landmarks must be the package's own."""
+    from mtcnn import MTCNN
+
+    import fer_utils.faces as faces
+
+    eager = MTCNN()
+    for name in ("astronaut.jpg", "two_portraits.jpg", "grace_hopper.jpg"):
+        rgb = photo(name)
+        ours = faces.detect(rgb, "mtcnn")
+        theirs = sorted((d for d in eager.detect_faces(rgb) if d["confidence"] >= faces.MTCNN_MIN_SCORE),
+                        key=lambda d: d["box"][2] * d["box"][3], reverse=True)
+        assert len(ours) == len(theirs) > 0
+        for mine, reference in zip(ours, theirs):
+            assert np.allclose(mine.box.as_list(), reference["box"], atol=1)
+            assert np.allclose(mine.landmarks.left_eye, reference["keypoints"]["left_eye"], atol=1)
