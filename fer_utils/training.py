@@ -3,11 +3,17 @@
 A run writes into its own work folder: a Keras ``CSVLogger`` history and a
 ``BackupAndRestore`` checkpoint, so a killed run started again with the same folder
 resumes from its last finished epoch instead of from scratch.
+
+Distributed training: :func:`make_strategy` turns the notebooks' ``distribute`` parameter
+into a ``tf.distribute`` strategy (several GPUs of one machine, or several machines through
+``TF_CONFIG``), ``train_model`` builds and compiles the model inside its scope, and
+:func:`save_on_chief` writes the model only on the chief. See docs/distributed_training.md.
 """
 
 from __future__ import annotations
 
 import contextlib
+import json
 import math
 import os
 import shutil
@@ -29,6 +35,8 @@ from .pipeline import make_dataset
 
 OPTIMIZERS = ("adam", "rmsprop", "sgd", "adamw")
 LR_SCHEDULES = ("plateau", "cosine")
+#: The notebooks' ``distribute`` parameter: see :func:`make_strategy`.
+DISTRIBUTE_CHOICES = ("auto", "mirrored", "multi_worker", "none")
 
 
 @dataclass
@@ -87,6 +95,7 @@ class TrainResult:
     log_csv: Path
     notes: list[str] = field(default_factory=list)
     weights_epoch: int | None = None  # the epoch whose weights the model holds: the best one, or the last
+    distribution: dict[str, Any] | None = None  # the strategy and replicas; None without distribution
 
     def summary(self) -> dict[str, Any]:
         """The training facts a model card records."""
@@ -102,6 +111,7 @@ class TrainResult:
             "best_epoch_metrics": best,
             "resumed": self.resumed,
             "notes": self.notes,
+            **({"distribution": self.distribution} if self.distribution else {}),
         }
 
 
@@ -132,12 +142,186 @@ def compile_model(model: keras.Model, config: TrainConfig, decay_steps: int | No
     return model
 
 
+_MULTI_WORKER: dict[str, tf.distribute.Strategy] = {}  # one per process and TF_CONFIG: TF allows no second
+
+
+def make_strategy(distribute: str = "auto") -> tf.distribute.Strategy:
+    """The ``tf.distribute`` strategy the notebooks' ``distribute`` parameter names.
+
+    * ``"auto"``: ``"multi_worker"`` when ``TF_CONFIG`` is set, else ``MirroredStrategy`` when more
+      than one GPU is visible, else the default strategy (one device; what a CPU run gets).
+    * ``"mirrored"``: ``MirroredStrategy`` over this machine's GPUs, or over its logical CPU
+      devices where it has none (one replica per device, gradients summed every step).
+    * ``"multi_worker"``: ``MultiWorkerMirroredStrategy`` over the machines ``TF_CONFIG`` lists
+      (each machine runs the same command with its own ``task.index``; index 0 is the chief).
+    * ``"none"``: the default strategy, whatever the machine.
+
+    A multi-worker strategy must be made before TensorFlow runs anything in the process (the
+    notebooks make it first thing in their setup cell); it is made once and handed out again.
+    """
+    if distribute not in DISTRIBUTE_CHOICES:
+        raise ValueError(f"distribute must be one of {', '.join(DISTRIBUTE_CHOICES)}, got {distribute!r}")
+    tf_config = os.environ.get("TF_CONFIG", "").strip()
+    if distribute == "auto":
+        if tf_config:
+            distribute = "multi_worker"
+        elif len(tf.config.list_logical_devices("GPU")) > 1:
+            return tf.distribute.MirroredStrategy()
+        else:
+            return tf.distribute.get_strategy()
+    if distribute == "none":
+        return tf.distribute.get_strategy()
+    if distribute == "mirrored":
+        devices = tf.config.list_logical_devices("GPU") or tf.config.list_logical_devices("CPU")
+        return tf.distribute.MirroredStrategy([device.name for device in devices])
+    if not tf_config:
+        raise ValueError("distribute='multi_worker' needs TF_CONFIG, e.g. "
+                         '{"cluster": {"worker": ["host0:12345", "host1:12345"]}, "task": {"type": "worker", "index": 0}} '
+                         "on the first machine, index 1 on the second (docs/distributed_training.md)")
+    if tf_config not in _MULTI_WORKER:
+        _check_tf_config(tf_config)
+        try:
+            _MULTI_WORKER[tf_config] = tf.distribute.MultiWorkerMirroredStrategy()
+        except RuntimeError as error:
+            if "startup" not in str(error):
+                raise
+            raise RuntimeError(
+                "MultiWorkerMirroredStrategy must be made before TensorFlow runs anything in this process: "
+                "call make_strategy('multi_worker') first (the notebooks do so at the top of their setup cell)"
+            ) from error
+    return _MULTI_WORKER[tf_config]
+
+
 def distribution_strategy() -> tf.distribute.Strategy:
-    """Mirror across GPUs when there are several; the default strategy otherwise."""
-    gpus = tf.config.list_logical_devices("GPU")
-    if len(gpus) > 1:
-        return tf.distribute.MirroredStrategy()
-    return tf.distribute.get_strategy()
+    """Mirror across GPUs when there are several; the default strategy otherwise (``make_strategy("auto")``)."""
+    return make_strategy("auto")
+
+
+def _check_tf_config(text: str) -> None:
+    """A one-line error for a TF_CONFIG that TensorFlow would misread or silently ignore."""
+    try:
+        value = json.loads(text)
+    except ValueError as error:
+        raise ValueError(f"TF_CONFIG is not valid JSON ({error}): {text[:200]}") from None
+    cluster = value.get("cluster") if isinstance(value, dict) else None
+    task = value.get("task") if isinstance(value, dict) else None
+    if not isinstance(cluster, dict) or not any(isinstance(cluster.get(job), list) and cluster[job]
+                                                for job in ("worker", "chief")):
+        raise ValueError(f"TF_CONFIG needs a cluster with a 'worker' (and optionally 'chief') list of host:port, got {text[:200]}")
+    if not isinstance(task, dict) or task.get("type") not in ("worker", "chief") or not isinstance(task.get("index"), int):
+        raise ValueError(f"TF_CONFIG needs a task such as {{\"type\": \"worker\", \"index\": 0}}, got {text[:200]}")
+    hosts = cluster.get(task["type"]) or []
+    if not 0 <= task["index"] < len(hosts):
+        raise ValueError(f"TF_CONFIG task index {task['index']} is not in its cluster's {len(hosts)} {task['type']}(s)")
+
+
+def is_multi_worker(strategy: tf.distribute.Strategy | None) -> bool:
+    """Whether ``strategy`` spans more than one process (machine)."""
+    if not isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
+        return False
+    return bool(strategy.cluster_resolver.cluster_spec().as_dict())
+
+
+def is_chief(strategy: tf.distribute.Strategy | None = None) -> bool:
+    """True unless this process is a non-chief worker of a multi-worker run (it must not write results)."""
+    if not is_multi_worker(strategy):
+        return True
+    return bool(strategy.extended.should_checkpoint)
+
+
+def worker_path(path: str | os.PathLike, strategy: tf.distribute.Strategy | None = None) -> Path:
+    """Where this process writes ``path``: ``path`` itself on the chief and without distribution;
+    on another worker the same name in a temporary folder beside it (``.worker-<index>/``), which
+    the worker deletes after writing: the standard Keras multi-worker saving pattern."""
+    path = Path(path)
+    return path if is_chief(strategy) else path.parent / _worker_folder(strategy) / path.name
+
+
+def _worker_folder(strategy: tf.distribute.Strategy) -> str:
+    resolver = strategy.cluster_resolver
+    return f".{resolver.task_type}-{resolver.task_id}"
+
+
+def save_on_chief(
+    model: keras.Model,
+    path: str | os.PathLike,
+    card: dict[str, Any] | None = None,
+    *,
+    strategy: tf.distribute.Strategy | None = None,
+    weights_dtype: str = "float32",
+    member_paths: list[str | os.PathLike] | None = None,
+) -> Path:
+    """``model_io.save_model`` (``save_ensemble`` with ``member_paths``) on the chief only.
+
+    Every worker of a multi-worker run calls it; the others save into their temporary
+    :func:`worker_path` and delete it, so one model results. Returns where the chief saves it.
+    """
+    from .model_io import save_ensemble, save_model
+
+    target = worker_path(path, strategy)
+    if member_paths is not None:
+        saved = save_ensemble(model, target, member_paths, card)
+    else:
+        saved = save_model(model, target, card, weights_dtype=weights_dtype)
+    if target != Path(path):
+        shutil.rmtree(target.parent, ignore_errors=True)
+        return Path(path).with_name(saved.name)
+    return saved
+
+
+def _describe_strategy(strategy: tf.distribute.Strategy, batch_size: int) -> dict[str, Any] | None:
+    """What a model card records of the distribution; None for the default strategy (a plain run)."""
+    if not tf.distribute.has_strategy() and strategy is tf.distribute.get_strategy():
+        return None
+    replicas = int(strategy.num_replicas_in_sync)
+    name = "MultiWorkerMirroredStrategy" if is_multi_worker(strategy) else type(strategy).__name__
+    facts = {"strategy": name, "replicas": replicas, "global_batch_size": batch_size,
+             "per_replica_batch_size": batch_size / replicas}
+    if is_multi_worker(strategy):
+        cluster = strategy.cluster_resolver.cluster_spec().as_dict()
+        facts["workers"] = sum(len(cluster.get(job, [])) for job in ("chief", "worker"))
+    return facts
+
+
+@contextlib.contextmanager
+def _multi_worker_fit(model: keras.Model, strategy: tf.distribute.Strategy, train_data: tf.data.Dataset):
+    """Let Keras 3's ``fit`` run under ``MultiWorkerMirroredStrategy`` (keras-team/keras#20585).
+
+    Two of its steps fail there. Before the first batch, ``fit`` (and each validation pass)
+    averages a distributed batch across the workers only to learn its shapes, and that reduce
+    fails on the (faces, labels) pair ("Attempt to convert a value (PerReplica...)"); so the
+    model, loss, metrics and optimizer are built here, in the scope, from one local batch, and
+    that step is skipped. After every step it averages each replica's metrics with
+    ``strategy.reduce("MEAN", value, axis=0)``, which fails on scalars ("Invalid reduction
+    dimension 0 for input with 0 dimensions"); so the steps hand their metrics over as
+    one-element vectors, which that reduce turns back into the cross-replica mean.
+    """
+    if not is_multi_worker(strategy):
+        yield
+        return
+    with strategy.scope():
+        model._symbolic_build(data_batch=next(iter(train_data)))
+    train_step, test_step = model.train_step, model.test_step
+    model._maybe_symbolic_build = lambda iterator=None, data_batch=None: None
+    model.train_step = lambda data: _as_vectors(train_step(data))
+    model.test_step = lambda data: _as_vectors(test_step(data))
+    try:
+        yield
+    finally:
+        for name in ("_maybe_symbolic_build", "train_step", "test_step"):
+            model.__dict__.pop(name, None)
+
+
+def _as_vectors(logs: dict[str, Any]) -> dict[str, Any]:
+    return {name: tf.reshape(value, [1]) for name, value in logs.items()}
+
+
+def _local_copy(model: keras.Model) -> keras.Model:
+    """The trained model outside the strategy: one worker's ``predict`` must not shard its faces
+    across the other machines, nor wait for them."""
+    copy = keras.models.clone_model(model)
+    copy.set_weights(model.get_weights())
+    return copy
 
 
 @contextlib.contextmanager
@@ -161,6 +345,7 @@ def train_model(
     *,
     augmentation: keras.layers.Layer | None = None,
     extra_callbacks: list[keras.callbacks.Callback] | None = None,
+    strategy: tf.distribute.Strategy | None = None,
 ) -> TrainResult:
     """Fit ``model`` (or build it from a factory, inside the distribution scope) on a split.
 
@@ -168,11 +353,20 @@ def train_model(
     cosine decay over the whole run), CSVLogger and BackupAndRestore; class weights and label
     smoothing are options.
     Calling it again with the same ``work_dir`` after a crash resumes the run.
+
+    ``strategy`` (from :func:`make_strategy`; default ``make_strategy("auto")``) is where the
+    factory builds and compiles the model; ``config.batch_size`` is the global batch, split over
+    its replicas. A model that is passed in ready-made must have been built in that scope. In a
+    multi-worker run a non-chief worker keeps its log and backup in ``work_dir/.worker-<index>``
+    and every worker gets back a single-device copy of the trained model to evaluate and save.
     """
+    if strategy is None:
+        strategy = make_strategy("auto")  # first: a multi-worker strategy must precede every other TF call
     work_dir = Path(work_dir)
+    if not is_chief(strategy):
+        work_dir = work_dir / _worker_folder(strategy)  # its own log and backup, also on a shared disk
     work_dir.mkdir(parents=True, exist_ok=True)
     keras.utils.set_random_seed(config.seed)
-    strategy = distribution_strategy()
     decay_steps = math.ceil(len(train) / config.batch_size) * config.epochs
     with strategy.scope():
         if callable(model) and not isinstance(model, keras.Model):
@@ -189,6 +383,11 @@ def train_model(
         augmentation=augmentation, num_classes=one_hot, seed=config.seed,
     )
     val_data = make_dataset(val.images, val.labels, config.batch_size, num_classes=one_hot)
+    if is_multi_worker(strategy):
+        # Every worker holds all the faces; each trains on its share (from_tensor_slices has no files to split).
+        options = tf.data.Options()
+        options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
+        train_data, val_data = train_data.with_options(options), val_data.with_options(options)
     class_weight = balanced_class_weights(train.labels, num_classes) if config.class_weights else None
 
     backup_dir = work_dir / "backup"
@@ -210,15 +409,16 @@ def train_model(
         ))
     time_limit = None
     if config.time_limit_minutes:
-        time_limit = TimeLimit(config.time_limit_minutes * 60)
+        time_limit = TimeLimit(config.time_limit_minutes * 60, strategy=strategy)
         callbacks.append(time_limit)
     callbacks.extend(extra_callbacks or [])
 
     started = time.perf_counter()
-    keras_history = model.fit(
-        train_data, validation_data=val_data, epochs=config.epochs, class_weight=class_weight,
-        callbacks=callbacks, verbose=config.verbose,
-    )
+    with _multi_worker_fit(model, strategy, train_data):
+        keras_history = model.fit(
+            train_data, validation_data=val_data, epochs=config.epochs, class_weight=class_weight,
+            callbacks=callbacks, verbose=config.verbose,
+        )
     duration = time.perf_counter() - started
     history = pd.read_csv(log_csv) if log_csv.exists() else pd.DataFrame(keras_history.history)
     best_epoch = _best_epoch(history, config.monitor)
@@ -230,18 +430,25 @@ def train_model(
     shutil.rmtree(backup_dir, ignore_errors=True)
     # EarlyStopping restores the best epoch's weights; without it the model keeps the last epoch's
     weights_epoch = best_epoch if config.early_stopping_patience else len(history)
-    return TrainResult(model, history, duration, len(history), best_epoch, resumed, log_csv, notes, weights_epoch)
+    distribution = _describe_strategy(strategy, config.batch_size)
+    if is_multi_worker(strategy):
+        model = _local_copy(model)
+    return TrainResult(model, history, duration, len(history), best_epoch, resumed, log_csv, notes, weights_epoch,
+                       distribution)
 
 
 class TimeLimit(keras.callbacks.Callback):
     """Stop training before an epoch that would end past a wall-clock budget.
 
     Runs here must fit a session; the next epoch is assumed to take as long as the slowest so far.
+    In a multi-worker run the workers stop together, when any of them would overrun (one that
+    stopped alone would leave the others waiting for it forever).
     """
 
-    def __init__(self, seconds: float) -> None:
+    def __init__(self, seconds: float, strategy: tf.distribute.Strategy | None = None) -> None:
         super().__init__()
         self.seconds = seconds
+        self.strategy = strategy
         self.stopped_epoch: int | None = None
         self._started = 0.0
         self._epoch_started = 0.0
@@ -256,10 +463,17 @@ class TimeLimit(keras.callbacks.Callback):
     def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
         now = time.perf_counter()
         self._slowest = max(self._slowest, now - self._epoch_started)
-        if now - self._started + self._slowest > self.seconds:
+        if self._agreed(now - self._started + self._slowest > self.seconds):
             self.stopped_epoch = epoch + 1
             self.model.stop_training = True
             print(f"Epoch {epoch + 1}: time limit of {self.seconds / 60:g} min reached; stopping")
+
+    def _agreed(self, stop: bool) -> bool:
+        if not is_multi_worker(self.strategy):
+            return stop
+        strategy = self.strategy
+        votes = strategy.run(lambda: tf.constant(1.0 if stop else 0.0))
+        return bool(strategy.reduce(tf.distribute.ReduceOp.SUM, votes, axis=None).numpy() > 0)  # any worker
 
 
 def _best_epoch(history: pd.DataFrame, monitor: str) -> int | None:
@@ -328,10 +542,13 @@ def fit_ensemble(
     config: TrainConfig,
     work_dir: str | os.PathLike,
     combine: str = "learned",
+    *,
+    strategy: tf.distribute.Strategy | None = None,
 ) -> EnsembleFit:
     """Put a head on frozen members: the reference study's trained Dense softmax ("learned"),
     the mean of their probabilities ("mean"), or whichever of the two reads higher on ``val``
-    ("auto"; a tie goes to the mean, which has nothing to overfit).
+    ("auto"; a tie goes to the mean, which has nothing to overfit). The learned head trains under
+    ``strategy`` (see :func:`train_model`).
 
     Only the head learns and the ensemble uses no augmentation, so the head trains on the
     members' probabilities computed once per face instead of once per epoch. The mean needs
@@ -358,7 +575,7 @@ def fit_ensemble(
     training = None
     if combine in ("learned", "auto"):
         build = lambda: build_ensemble_head(len(members), num_classes)  # noqa: E731
-        training = train_model(build, features(train, "train"), val_features, config, work_dir)
+        training = train_model(build, features(train, "train"), val_features, config, work_dir, strategy=strategy)
         heads["learned"] = training.model
     if combine in ("mean", "auto"):
         heads["mean"] = build_ensemble_head(len(members), num_classes, combine="mean")
