@@ -349,7 +349,8 @@ def calibrate_model(
     model is run on PrivateTest too. Only the card's ``calibration`` key is written; the card's
     metrics and checksums stay as they are (the model file does not change). Returns the block.
     """
-    from .evaluation import predict_proba, save_figure
+    from .evaluation import predict_proba
+    from .plotting import save_figure
     from .model_io import load_model, read_model_card, write_model_card
 
     model_path = Path(model_path)

@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
-from .evaluation import plot_confusion_matrix
+from .plotting import plot_confusion_matrix
 from .experiment import training_totals
 
 MODEL_ORDER = ("scratch_cnn", "resnet50", "mobilenetv2", "inceptionv3", "ensemble")

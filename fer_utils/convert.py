@@ -19,7 +19,8 @@ import numpy as np
 
 from .data import FerDataset, load_dataset
 from .files import file_sha256
-from .evaluation import evaluate_model, plot_confusion_matrix, plot_roc_curves, save_figure
+from .evaluation import evaluate_model
+from .plotting import plot_confusion_matrix, plot_roc_curves, save_figure
 from .experiment import load_predictions, predictions_path, resolve_data_path, resolve_path, save_predictions
 from .model_io import (
     WEIGHTS_DTYPES, load_model, now_iso, read_model_card, round_weights, save_model, write_model_card,

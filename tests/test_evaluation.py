@@ -17,6 +17,7 @@ import pytest
 from matplotlib.figure import Figure
 
 from fer_utils import evaluation as ev
+from fer_utils import plotting
 
 CLASSES = ["angry", "happy", "sad"]
 
@@ -243,28 +244,28 @@ def test_evaluate_model(tiny_model, faces):
 # --------------------------------------------------------------------------- #
 def test_plot_confusion_matrix():
     m = ev.compute_metrics(Y_HAND, P_HAND, CLASSES)
-    fig = ev.plot_confusion_matrix(m["confusion_matrix"], CLASSES)
+    fig = plotting.plot_confusion_matrix(m["confusion_matrix"], CLASSES)
     assert isinstance(fig, Figure)
     assert len(fig.axes) == 2  # heatmap + colourbar
     assert len(fig.axes[0].texts) == 9
-    fig = ev.plot_confusion_matrix(m["confusion_matrix"], CLASSES, normalize=True, title="t")
+    fig = plotting.plot_confusion_matrix(m["confusion_matrix"], CLASSES, normalize=True, title="t")
     texts = [t.get_text() for t in fig.axes[0].texts]
     assert texts[:3] == ["0.50", "0.50", "0.00"] and fig.axes[0].get_title() == "t"
     given = Figure()
     ax = given.add_subplot()
-    assert ev.plot_confusion_matrix(m["confusion_matrix"], CLASSES, ax=ax) is given
+    assert plotting.plot_confusion_matrix(m["confusion_matrix"], CLASSES, ax=ax) is given
     with pytest.raises(ValueError, match="3x3"):
-        ev.plot_confusion_matrix(np.zeros((2, 2)), CLASSES)
+        plotting.plot_confusion_matrix(np.zeros((2, 2)), CLASSES)
 
 
 def test_plot_roc_curves_skips_undefined_classes():
-    fig = ev.plot_roc_curves(Y_HAND, P_HAND, CLASSES)
+    fig = plotting.plot_roc_curves(Y_HAND, P_HAND, CLASSES)
     assert isinstance(fig, Figure) and len(fig.axes) == 1
     assert len(fig.axes[0].lines) == 3 + 1  # one per class + chance diagonal
     assert "macro AUC 0.938" in fig.axes[0].get_title()
     y = [0, 1, 0, 1]  # no "sad" sample
     proba = [[0.8, 0.1, 0.1], [0.2, 0.7, 0.1], [0.4, 0.5, 0.1], [0.1, 0.8, 0.1]]
-    assert len(ev.plot_roc_curves(y, proba, CLASSES).axes[0].lines) == 2 + 1
+    assert len(plotting.plot_roc_curves(y, proba, CLASSES).axes[0].lines) == 2 + 1
 
 
 def test_plot_training_curves_from_dict_frame_and_csv(tmp_path):
@@ -274,35 +275,35 @@ def test_plot_training_curves_from_dict_frame_and_csv(tmp_path):
         "val_loss": [1.7, 1.5, 1.4],
         "val_accuracy": [0.32, 0.41, 0.47],
     }
-    fig = ev.plot_training_curves(history)
+    fig = plotting.plot_training_curves(history)
     assert isinstance(fig, Figure) and len(fig.axes) == 2
     assert all(len(ax.lines) == 2 for ax in fig.axes)
 
     frame = pd.DataFrame({"epoch": [0, 1, 2], **history, "learning_rate": [1e-3, 1e-3, 1e-4]})
-    assert len(ev.plot_training_curves(frame).axes) == 3
+    assert len(plotting.plot_training_curves(frame).axes) == 3
 
     csv = tmp_path / "log.csv"
     frame.to_csv(csv, index=False)
-    fig = ev.plot_training_curves(csv)
+    fig = plotting.plot_training_curves(csv)
     assert len(fig.axes) == 3
     assert list(fig.axes[0].lines[0].get_xdata()) == [1, 2, 3]
-    assert len(ev.plot_training_curves(str(csv)).axes) == 3
+    assert len(plotting.plot_training_curves(str(csv)).axes) == 3
 
     with pytest.raises(ValueError, match="loss"):
-        ev.plot_training_curves({"accuracy": [0.1]})
+        plotting.plot_training_curves({"accuracy": [0.1]})
 
 
 def test_plot_per_class_f1():
     a = ev.compute_metrics(Y_HAND, P_HAND, CLASSES)
     b = ev.compute_metrics(Y_HAND, np.eye(3)[Y_HAND], CLASSES)
-    fig = ev.plot_per_class_f1({"cnn": a, "resnet": b}, CLASSES)
+    fig = plotting.plot_per_class_f1({"cnn": a, "resnet": b}, CLASSES)
     assert isinstance(fig, Figure) and len(fig.axes) == 1
     ax = fig.axes[0]
     assert len(ax.containers) == 2 and len(ax.patches) == 2 * 3
     heights = [p.get_height() for p in ax.containers[0].patches]
     assert heights == pytest.approx([2 / 3, 0.5, 0.8])
     with pytest.raises(ValueError, match="per_class"):
-        ev.plot_per_class_f1({"bad": {"accuracy": 1.0}}, CLASSES)
+        plotting.plot_per_class_f1({"bad": {"accuracy": 1.0}}, CLASSES)
 
 
 def test_plot_image_grid_and_save_figure(tmp_path):
@@ -311,13 +312,13 @@ def test_plot_image_grid_and_save_figure(tmp_path):
         [0, 0, 1, 1, 2], P_HAND[:5], [0, 1, 2, 3, 4], CLASSES
     )
     assert titles[1] == "true angry\npred happy 0.60"
-    fig = ev.plot_image_grid(images, titles, ncols=3)
+    fig = plotting.plot_image_grid(images, titles, ncols=3)
     assert isinstance(fig, Figure) and len(fig.axes) == 5
     assert fig.axes[1].get_title() == titles[1]
     with pytest.raises(ValueError, match="titles"):
-        ev.plot_image_grid(images, titles[:2])
+        plotting.plot_image_grid(images, titles[:2])
 
-    out = ev.save_figure(fig, tmp_path / "sub" / "grid.png")
+    out = plotting.save_figure(fig, tmp_path / "sub" / "grid.png")
     assert out == tmp_path / "sub" / "grid.png"
     data = out.read_bytes()
     assert len(data) > 1000 and data[:8] == b"\x89PNG\r\n\x1a\n"
