@@ -17,6 +17,21 @@ from synthetic import synthetic_faces  # noqa: E402
 from fer_utils.data import Split  # noqa: E402
 
 
+# Test files whose every test runs notebooks, a launched server, a browser, training of the demo's
+# models or the shipped models: marked slow in one place, so `python -m pytest -m "not slow"` is
+# the quick run during development. CI runs everything.
+SLOW_MODULES = {
+    "test_notebooks", "test_demo", "test_demo_live", "test_demo_browser", "test_demo_hardening",
+    "test_model_checks", "test_distribute", "test_shipped_models", "test_training", "test_models",
+}
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        if item.module.__name__.rsplit(".", 1)[-1] in SLOW_MODULES:
+            item.add_marker(pytest.mark.slow)
+
+
 @pytest.fixture(scope="session")
 def synthetic_splits() -> dict[str, Split]:
     """Train/val/test splits of synthetic faces over all seven FER2013 classes."""

@@ -318,6 +318,7 @@ def test_resume_runs_only_the_steps_that_did_not_finish(typed_notebook, tmp_path
     assert len(executed) == 3
 
 
+@pytest.mark.slow  # runs two notebooks
 def test_a_failed_run_resumed_into_its_folder_runs_only_what_failed(tiny_csv, tmp_path):
     """End to end with two quick notebooks: the second fails (its data is not there yet), then --resume."""
     late = tmp_path / "late.csv"
