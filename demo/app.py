@@ -10,6 +10,11 @@ video sampled every N-th frame: a timeline of the largest face's expression, a C
 (``/compare``, ``/scratch_cnn``, ``/resnet50``, ``/mobilenetv2``, ``/inceptionv3``,
 ``/ensemble``, ``/live_frame``, ``/video``) for ``gradio_client``.
 
+:func:`launch` also bounds what a request may cost before any handler runs: request bodies over
+the upload limit are refused (413), an unknown endpoint is a 404 naming the real ones, Gradio's own
+input checks answer with a reason (never ``{"error": null}``), no log line quotes more than ~100
+characters of what a client sent, and an address with 5 failed logins in a minute waits 60 s (429).
+
 Tests and the benchmark call :func:`build_demo` and :func:`launch`; ``demo`` (the Blocks for the
 default ``saved_models/``) is built on first access, so importing this module stays cheap.
 """
@@ -21,12 +26,15 @@ import time
 _STARTED = time.perf_counter()  # "ready in N s" counts the imports too
 
 import argparse
+import collections
 import functools
 import json
 import logging
 import os
+import re
 import sys
 import threading
+import traceback
 import types
 import uuid
 from pathlib import Path
@@ -42,13 +50,20 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 
 import gradio as gr  # noqa: E402
+import pydantic  # noqa: E402
+from fastapi import HTTPException  # noqa: E402
 from gradio.data_classes import ImageData  # noqa: E402
+from gradio.exceptions import InvalidPathError  # noqa: E402
+from gradio.route_utils import FnIndexInferError  # noqa: E402
+from starlette.datastructures import Headers  # noqa: E402
+from starlette.middleware import Middleware  # noqa: E402
+from starlette.responses import JSONResponse  # noqa: E402
 
 from demo.about import about_markdown  # noqa: E402
 from fer_utils import serving  # noqa: E402
 from fer_utils.explain import find_last_conv_layer  # noqa: E402
 from fer_utils.faces import DEFAULT_DETECTOR, DETECTORS  # noqa: E402
-from fer_utils.imaging import MAX_BYTES, ImageInputError, decode_image, jpeg_data_url  # noqa: E402
+from fer_utils.imaging import MAX_BYTES, ImageInputError, decode_image, jpeg_data_url, quote_input  # noqa: E402
 from fer_utils.serving import DISPLAY_NAMES, ModelSet, default_models_dir, load_models  # noqa: E402
 from fer_utils.video import VideoInputError, analyse_video  # noqa: E402
 
@@ -95,6 +110,24 @@ LIVE_ERROR_LOG_EVERY = 100  # a stream whose frames keep failing logs one traceb
 LIVE_JPEG_QUALITY = 80
 VIDEO_EVERY = 10
 NO_VIDEO = "Upload a video (mp4, avi or webm, up to 10 MB), then press **Analyse video**."
+# Request bodies are refused past these sizes before anything reads them (see BodySizeLimit): an
+# upload carries one file of at most MAX_BYTES (Gradio's max_file_size checks the file itself), and
+# every other body (JSON for /gradio_api/call/*, /queue/join, streamed webcam frames) at most one
+# base64 data URL of MAX_BYTES (4/3 bigger) and the rest of the request.
+UPLOAD_BODY_LIMIT = MAX_BYTES + 64 * 1024  # the multipart framing around the file
+BODY_LIMIT = MAX_BYTES * 4 // 3 + 64 * 1024
+MESSAGE_LIMIT = 500  # a message that is logged or sent back, at most (it quotes at most ~100 characters of input)
+# Logins: after LOGIN_FAILURES wrong ones from one address within LOGIN_WINDOW s, that address is
+# refused (HTTP 429) for LOGIN_BLOCK s. The address is the connection's (X-Forwarded-For is not trusted).
+LOGIN_FAILURES = 5
+LOGIN_WINDOW = 60.0
+LOGIN_BLOCK = 60.0
+LOGIN_ADDRESSES_KEPT = 10_000  # addresses remembered at most (the oldest are forgotten first)
+# uvicorn (under Gradio) takes the client address from X-Forwarded-For when the connection comes
+# from an address in FORWARDED_ALLOW_IPS, 127.0.0.1 by default: any local process could then pick
+# its own address for the login limit. launch() sets it to none unless it is set (behind a reverse
+# proxy on this machine, set FORWARDED_ALLOW_IPS=127.0.0.1 so each client is counted, not the proxy).
+FORWARDED_ENV = "FORWARDED_ALLOW_IPS"
 
 
 def photo_input(**options) -> gr.Image:
@@ -139,13 +172,15 @@ def user_errors(fn: Callable | None = None, *, what: str = "photo") -> Callable:
         except gr.Error:
             raise
         except ImageInputError as error:
-            log.info("%s: rejected an upload: %s", fn.__name__, error)
-            raise gr.Error(str(error), title="Cannot use this image", print_exception=False) from None
+            message = quote_input(error, MESSAGE_LIMIT)
+            log.info("%s: rejected an upload: %s", fn.__name__, message)
+            raise gr.Error(message, title="Cannot use this image", print_exception=False) from None
         except VideoInputError as error:
-            log.info("%s: rejected a video: %s", fn.__name__, error)
-            raise gr.Error(str(error), title="Cannot use this video", print_exception=False) from None
-        except Exception:
-            log.exception("analysing a %s failed", what)
+            message = quote_input(error, MESSAGE_LIMIT)
+            log.info("%s: rejected a video: %s", fn.__name__, message)
+            raise gr.Error(message, title="Cannot use this video", print_exception=False) from None
+        except Exception as error:
+            log.error("analysing a %s failed: %s", what, bounded_traceback(error))
             raise gr.Error(
                 f"Something went wrong while analysing this {what} (the details are in the server log). "
                 f"Please try another {what}.",
@@ -153,6 +188,20 @@ def user_errors(fn: Callable | None = None, *, what: str = "photo") -> Callable:
             ) from None
 
     return wrapper
+
+
+def bounded_traceback(error: BaseException) -> str:
+    """The exception's type, its message cut short and the stack (code lines only, never the values):
+    an exception about an upload may quote all of it (an OSError quotes a "file name" that is a data URL)."""
+    stack = "".join(traceback.format_tb(error.__traceback__))
+    return f"{type(error).__name__}: {quote_input(error)}\nTraceback (most recent call last):\n{stack}".rstrip()
+
+
+def rejection_note(error: gr.Error) -> str:
+    """The face note for a photo that could not be used: "⚠ **Cannot use this image:** <reason>"."""
+    title = getattr(error, "title", None)
+    lead = f"**{title}:** " if title and title != "Error" else ""
+    return f"⚠ {lead}{quote_input(getattr(error, 'message', error), MESSAGE_LIMIT)}"
 
 
 def face_number(choice: str | int | float | None) -> int:
@@ -196,8 +245,9 @@ def compare_values(models: ModelSet, photo: str | None, face: str | int | None =
     return values
 
 
-def blank_compare_values(models: ModelSet) -> list[Any]:
-    return [None, None, NO_PHOTO, ""] + [None, ""] * len(models) + [gr.update(choices=[], value=None), None]
+def blank_compare_values(models: ModelSet, note: str = NO_PHOTO) -> list[Any]:
+    return [None, None, note, ""] + [None, ""] * len(models) + [gr.update(choices=[], value=None, interactive=False),
+                                                               None]
 
 
 def model_values(models: ModelSet, key: str, photo: str | None, face: str | int | None = None,
@@ -474,6 +524,7 @@ def build_demo(models_dir: str | os.PathLike | None = None, *, models: ModelSet 
     else:
         blocks = _page(models, detector)
     blocks.fer_models = models  # for launch(): background warm-up and blocked paths
+    guard_blocks(blocks)
     blocks.queue(default_concurrency_limit=CONCURRENCY, max_size=QUEUE_SIZE)
     return blocks
 
@@ -557,23 +608,36 @@ def _page(models: ModelSet, detector: str = DEFAULT_DETECTOR) -> gr.Blocks:
         compare_outputs = [boxed, crop, face_note, agreement, *compare_cells, face_picker, details]
         all_model_outputs = [component for key in keys for component in model_outputs[key]]
         shared = {"concurrency_id": "models", "concurrency_limit": CONCURRENCY}
+        photo_ok = gr.State(False)  # the page's last photo was analysed (so the model tabs may explain it)
+        api_compare = gr.Button("Compare (/compare)", visible=False)  # the API endpoint's own trigger, see below
 
         @user_errors
         def compare(photo_path: str | None, face: str | None = None):
             return compare_values(models, photo_path, face, detector)
 
-        @user_errors
-        def compare_new_photo(photo_path: str | None):
+        def page_compare(photo_path: str | None, face: str | int | None = 1):
+            """The page's Compare: a photo that cannot be used gets its reason in the face note, where it
+            stays (an error would show it for 10 s in a corner toast and put a red badge over the note)."""
+            if photo_path is None:  # cleared, or Analyse before any photo
+                return [*blank_compare_values(models), False]
+            try:
+                return [*compare(photo_path, face), True]
+            except gr.Error as error:
+                return [*blank_compare_values(models, rejection_note(error)), False]
+
+        def page_compare_new_photo(photo_path: str | None):
             """A new photo starts at its largest face."""
-            return blank_compare_values(models) if photo_path is None else compare_values(models, photo_path, 1, detector)
+            return page_compare(photo_path, 1)
 
         @user_errors
-        def refresh_tabs(photo_path: str | None, tab: str, face: str | None = None):
+        def refresh_tabs(photo_path: str | None, tab: str, face: str | None = None, ok: bool = True):
             """After a new photo or face: explain it in the open model tab, clear the others (they are stale)."""
             values = []
             for key in keys:
-                if photo_path is not None and key == tab:
+                if photo_path is not None and ok and key == tab:
                     values += model_values(models, key, photo_path, face, detector)
+                elif photo_path is not None and not ok:
+                    values += blank_model_values("⚠ This photo cannot be used: the reason is under the photo above.")
                 else:
                     values += blank_model_values("Open this tab after analysing a photo to see the explanation.")
             return values
@@ -583,18 +647,24 @@ def _page(models: ModelSet, detector: str = DEFAULT_DETECTOR) -> gr.Blocks:
         clearing = json.dumps([None, None, "Analysing the photo...", ""] + [{}, ""] * len(keys) + [None, None])
         clear_js = f"() => {clearing}"
         failed_js = "() => " + json.dumps("This photo could not be analysed: see the message in the corner.")
+        page_outputs = [*compare_outputs, photo_ok]
 
-        def clear_then(dependency, fn, inputs, **options):
+        def clear_then(dependency, fn, inputs):
             """Clear the old results in the browser, run ``fn``, then refresh the open model tab."""
             event = dependency(None, None, compare_outputs, js=clear_js, queue=False, api_visibility="private").then(
-                fn, inputs, compare_outputs, **shared, **options
+                fn, inputs, page_outputs, **shared, api_visibility="private"
             )
-            event.success(refresh_tabs, [photo, selected, face_picker], all_model_outputs, api_visibility="private",
-                          **shared)
+            event.success(refresh_tabs, [photo, selected, face_picker, photo_ok], all_model_outputs,
+                          api_visibility="private", **shared)
+            # only when the server did not answer (a queue that is full, a lost connection): a refused
+            # photo is an answer, with its reason in the face note
             event.failure(None, None, face_note, js=failed_js, queue=False, api_visibility="private")
 
-        clear_then(
-            analyse.click, compare, [photo, face_picker], api_name="compare",
+        clear_then(analyse.click, page_compare, [photo, face_picker])
+        # /compare for API clients: the same analysis, but a photo that cannot be used is an error
+        # (gradio_client raises AppError with the reason), not a page with a note.
+        api_compare.click(
+            compare, [photo, face_picker], compare_outputs, api_name="compare", **shared,
             api_description="Every model on one face of the photo (face: '#1' = the largest, the default). Returns "
             "the photo with every face boxed and labelled, that face's 48x48 crop, a face note, the agreement "
             f"line, (top-3 label, inference time) per model in the order {', '.join(keys)}, the face picker, and "
@@ -602,12 +672,13 @@ def _page(models: ModelSet, detector: str = DEFAULT_DETECTOR) -> gr.Blocks:
         )
         # A new photo runs at once: "input" is the user's upload, webcam shot, paste or clear ("change"
         # would also fire when the browser fails to show a broken file, repeating the error).
-        clear_then(photo.input, compare_new_photo, [photo], api_visibility="private")
+        clear_then(photo.input, page_compare_new_photo, [photo])
         if examples is not None:
-            clear_then(examples.load_input_event.then, compare_new_photo, [photo], api_visibility="private")
+            clear_then(examples.load_input_event.then, page_compare_new_photo, [photo])
         # Picking another face re-runs the models on it (the photo's faces are found again: ~0.1 s).
-        face_picker.input(compare, [photo, face_picker], compare_outputs, api_visibility="private", **shared).success(
-            refresh_tabs, [photo, selected, face_picker], all_model_outputs, api_visibility="private", **shared)
+        face_picker.input(page_compare, [photo, face_picker], page_outputs, api_visibility="private",
+                          **shared).success(refresh_tabs, [photo, selected, face_picker, photo_ok], all_model_outputs,
+                                            api_visibility="private", **shared)
         compare_tab.select(lambda: "compare", None, selected, api_visibility="private", queue=False)
 
         for key in keys:
@@ -759,10 +830,17 @@ def _model_handler(models: ModelSet, key: str, detector: str = DEFAULT_DETECTOR)
 
 def _tab_handler(models: ModelSet, key: str, detector: str = DEFAULT_DETECTOR) -> Callable:
     @user_errors
+    def explain(photo_path: str, face: str | None = None):
+        return model_values(models, key, photo_path, face, detector)
+
     def open_tab(photo_path: str | None, face: str | None = None):
+        """Opening a model's tab: the explanation, or in the tab itself why there is none."""
         if photo_path is None:
             return [key, *blank_model_values(NO_PHOTO)]
-        return [key, *model_values(models, key, photo_path, face, detector)]
+        try:
+            return [key, *explain(photo_path, face)]
+        except gr.Error as error:
+            return [key, *blank_model_values(rejection_note(error))]
 
     return open_tab
 
@@ -773,14 +851,248 @@ def _no_models_page(models: ModelSet) -> gr.Blocks:
     return blocks
 
 
-def no_models_message(models: ModelSet) -> str:
+def no_models_message(models: ModelSet, *, for_page: bool = True) -> str:
+    """Why there is nothing to serve; the page names the folder only, never the server's path (the console does)."""
     names = ", ".join(f"{key}.keras" for key in DISPLAY_NAMES)
+    where = models.models_dir.name if for_page else models.models_dir
     return (
-        f"# No models found\n\nThe demo looked in `{models.models_dir}` for {names} and found none it could load. "
+        f"# No models found\n\nThe demo looked in `{where}` for {names} and found none it could load. "
         "Train the models first (see the README and the notebooks), or point the app at a folder that has them "
         "with `--models-dir`."
         + "".join(f"\n- {key}: {reason}" for key, reason in models.missing.items() if "not found" not in reason)
     )
+
+
+# ----------------------------------------------------------------------------- request hardening
+# Gradio's own checks run before the app's handlers; these make them bounded and say why.
+
+
+class BodyTooLarge(HTTPException):
+    """Raised from ``receive`` when a body streams past its limit (an HTTPException, so FastAPI's body
+    parsing passes it on as a 413 instead of "There was an error parsing the body")."""
+
+    def __init__(self, limit: int):
+        super().__init__(status_code=413, detail=body_limit_message(limit))
+
+
+def body_limit_message(limit: int, size: int | None = None) -> str:
+    sent = f"is {size / 1024 / 1024:.1f} MB" if size is not None else "goes past the limit"
+    return (f"The request body {sent}; the limit is {limit / 1024 / 1024:.1f} MB (an upload of up to "
+            f"{MAX_BYTES // (1024 * 1024)} MB, or its base64 data URL). Please send a smaller photo.")
+
+
+class BodySizeLimit:
+    """ASGI middleware: refuse request bodies over the limit before they are read (HTTP 413).
+
+    A Content-Length over the limit is answered at once; a body without one (chunked) is counted
+    while it streams and refused as soon as it passes the limit. Multipart bodies (uploads) get
+    ``upload_limit``, every other body (JSON with data URLs, ...) ``limit``.
+    """
+
+    def __init__(self, app, limit: int = BODY_LIMIT, upload_limit: int = UPLOAD_BODY_LIMIT):
+        self.app = app
+        self.limit = limit
+        self.upload_limit = upload_limit
+
+    def limit_for(self, content_type: str) -> int:
+        return self.upload_limit if content_type.lower().startswith("multipart/") else self.limit
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        headers = Headers(scope=scope)
+        limit = self.limit_for(headers.get("content-type", ""))
+        declared = headers.get("content-length")
+        if declared is not None:
+            try:
+                size = int(declared)
+            except ValueError:
+                return await JSONResponse({"detail": "Invalid Content-Length header."}, 400)(scope, receive, send)
+            if size > limit:
+                log.info("refused a %.1f MB request body for %s (limit %.1f MB)", size / 2**20,
+                         quote_input(scope.get("path", ""), 100), limit / 2**20)
+                return await JSONResponse({"detail": body_limit_message(limit, size)}, 413)(scope, receive, send)
+        received = 0
+        started = False
+
+        async def counted_receive():
+            nonlocal received
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > limit:
+                    raise BodyTooLarge(limit)
+            return message
+
+        async def tracked_send(message):
+            nonlocal started
+            if message["type"] == "http.response.start":
+                started = True
+            await send(message)
+
+        try:
+            await self.app(scope, counted_receive, tracked_send)
+        except BodyTooLarge:
+            log.info("refused a streamed request body for %s past %.1f MB", quote_input(scope.get("path", ""), 100),
+                     limit / 2**20)
+            if not started:
+                await JSONResponse({"detail": body_limit_message(limit)}, 413)(scope, receive, send)
+
+
+class LoginLimiter:
+    """Failed logins per client address: after ``failures`` within ``window`` s, the address is refused
+    for ``block`` s (logged once per block). ``clock`` is replaceable for tests."""
+
+    def __init__(self, failures: int = LOGIN_FAILURES, window: float = LOGIN_WINDOW, block: float = LOGIN_BLOCK,
+                 kept: int = LOGIN_ADDRESSES_KEPT):
+        self.failures, self.window, self.block, self.kept = failures, window, block, kept
+        self.clock: Callable[[], float] = time.monotonic
+        self._failed: collections.OrderedDict[str, collections.deque] = collections.OrderedDict()
+        self._blocked: dict[str, float] = {}  # address -> when the block ends
+        self._lock = threading.Lock()
+
+    def blocked_for(self, address: str) -> float:
+        """Seconds this address is still refused (0: it may try)."""
+        with self._lock:
+            until = self._blocked.get(address)
+            if until is None:
+                return 0.0
+            left = until - self.clock()
+            if left <= 0:
+                del self._blocked[address]
+                self._failed.pop(address, None)
+                return 0.0
+            return left
+
+    def failed(self, address: str) -> bool:
+        """Count a failed login; True when this failure starts a block."""
+        now = self.clock()
+        with self._lock:
+            times = self._failed.pop(address, None) or collections.deque()
+            times.append(now)
+            while times and now - times[0] > self.window:
+                times.popleft()
+            self._failed[address] = times
+            while len(self._failed) > self.kept:
+                self._failed.popitem(last=False)
+            if len(times) >= self.failures:
+                self._blocked[address] = now + self.block
+                if len(self._blocked) > self.kept:
+                    self._blocked = {a: t for a, t in self._blocked.items() if t > now}
+                return True
+            return False
+
+    def succeeded(self, address: str) -> None:
+        with self._lock:
+            self._failed.pop(address, None)
+
+
+class LoginRateLimit:
+    """ASGI middleware for Gradio's ``POST /login``: refuse an address that keeps failing (HTTP 429)."""
+
+    def __init__(self, app, limiter: LoginLimiter):
+        self.app = app
+        self.limiter = limiter
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http" or scope.get("method") != "POST" or scope.get("path", "").rstrip("/") != "/login":
+            return await self.app(scope, receive, send)
+        address = (scope.get("client") or ("unknown", 0))[0]
+        left = self.limiter.blocked_for(address)
+        if left > 0:
+            seconds = int(left) + 1
+            response = JSONResponse({"detail": f"Too many failed logins from this address; try again in {seconds} s."},
+                                    429, headers={"Retry-After": str(seconds)})
+            return await response(scope, receive, send)
+        status = 0
+
+        async def watched_send(message):
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        await self.app(scope, receive, watched_send)
+        if 400 <= status < 500:
+            if self.limiter.failed(address):
+                log.warning("login: %d failed attempts from %s within %.0f s; refusing it for %.0f s",
+                            self.limiter.failures, address, self.limiter.window, self.limiter.block)
+        elif 200 <= status < 300:
+            self.limiter.succeeded(address)
+
+
+def public_endpoints(blocks: gr.Blocks) -> list[str]:
+    return sorted(f"/{fn.api_name}" for fn in blocks.fns.values()
+                  if fn.fn and fn.api_name and fn.api_visibility == "public")
+
+
+async def unknown_endpoint(request, error) -> JSONResponse:
+    """/gradio_api/call/<name> (and /run/<name>) for a name that is no endpoint: 404 naming the real ones
+    (Gradio raises FnIndexInferError, which would be a 500 and a traceback)."""
+    name = quote_input(request.path_params.get("api_name", ""), 60)
+    blocks = request.app.get_blocks()
+    known = public_endpoints(blocks)
+    log.info("refused a call to an unknown endpoint /%s", name)
+    return JSONResponse({"detail": f"There is no API endpoint named /{name}. The endpoints are: {', '.join(known)}.",
+                         "endpoints": known}, 404)
+
+
+def input_refusal(error: Exception, block_fn: Any) -> str:
+    """Why Gradio's own input checks refused a request, in a sentence (Gradio would answer {"error": null})."""
+    name = f"/{block_fn.api_name}" if getattr(block_fn, "api_name", None) else "This event"
+    text = str(error)
+    counts = re.search(r"needed: (\d+), got: (\d+)", text)
+    if isinstance(error, ValueError) and counts:
+        return f"{name} takes {counts[1]} input values; the request sent {counts[2]}."
+    if isinstance(error, (InvalidPathError, OSError)):
+        return (f"{name}: the file the request names was not uploaded to this server. Upload it first (POST "
+                "/gradio_api/upload; gradio_client's handle_file() does it) and send the path it returns, or send "
+                "the image inline as FileData.url = 'data:image/...;base64,...'.")
+    if isinstance(error, pydantic.ValidationError):
+        first = (error.errors() or [{}])[0]
+        where = ".".join(str(part) for part in first.get("loc", ())) or "value"
+        return f"{name}: an input is not valid ({quote_input(where, 60)}: {quote_input(first.get('msg', ''))})."
+    return f"{name} refused its inputs ({type(error).__name__}: {quote_input(error)})."
+
+
+def guard_blocks(blocks: gr.Blocks) -> gr.Blocks:
+    """Every error of a request says why, and never logs the request's payload.
+
+    Gradio answers an error that is not a gr.Error with ``{"error": null}`` (show_error=False) and
+    prints its traceback, whose message may quote the whole input (a data URL in FileData.path:
+    megabytes). Its input checks (``preprocess_data``: input count, uploaded-file check, FileData
+    validation) become a gr.Error with a short reason; anything else that escapes a handler becomes
+    a gr.Error that points to the server log, where a bounded traceback is written. (Replaced on the
+    instance, as in :func:`photo_input`.)
+    """
+    if getattr(blocks, "fer_guarded", False):
+        return blocks
+    preprocess_data, process_api = blocks.preprocess_data, blocks.process_api
+
+    async def checked_preprocess_data(block_fn, *args, **kwargs):
+        try:
+            return await preprocess_data(block_fn, *args, **kwargs)
+        except gr.Error:
+            raise
+        except Exception as error:
+            reason = input_refusal(error, block_fn)
+            log.info("refused a request's inputs: %s", reason)
+            raise gr.Error(reason, title="Request refused", print_exception=False) from None
+
+    async def guarded_process_api(*args, **kwargs):
+        try:
+            return await process_api(*args, **kwargs)
+        except gr.Error:
+            raise
+        except Exception as error:
+            log.error("a request failed: %s", bounded_traceback(error))
+            raise gr.Error("Something went wrong on the server (the details are in its log).",
+                           print_exception=False) from None
+
+    blocks.preprocess_data = checked_preprocess_data
+    blocks.process_api = guarded_process_api
+    blocks.fer_guarded = True
+    return blocks
 
 
 # ----------------------------------------------------------------------------- serving
@@ -791,6 +1103,14 @@ def launch(blocks: gr.Blocks, *, host: str = "127.0.0.1", port: int | None = Non
     """Launch with the app's limits: upload size cap, queue, no files served outside the app's own."""
     models: ModelSet | None = getattr(blocks, "fer_models", None)
     blocked = [str(models.models_dir)] if models is not None else []
+    guard_blocks(blocks)
+    os.environ.setdefault(FORWARDED_ENV, "")  # read by uvicorn's Config, made by blocks.launch()
+    limiter = blocks.fer_login_limiter = LoginLimiter()
+    app_kwargs = dict(options.pop("app_kwargs", None) or {})
+    # inside Gradio's own CORS and compression middleware, which it adds outermost
+    app_kwargs["middleware"] = [Middleware(LoginRateLimit, limiter=limiter), Middleware(BodySizeLimit),
+                                *app_kwargs.get("middleware", [])]
+    app_kwargs["exception_handlers"] = {FnIndexInferError: unknown_endpoint, **app_kwargs.get("exception_handlers", {})}
     result = blocks.launch(
         server_name=host,
         server_port=port,
@@ -804,6 +1124,7 @@ def launch(blocks: gr.Blocks, *, host: str = "127.0.0.1", port: int | None = Non
         theme=THEME,
         css=CSS,
         footer_links=["api"],
+        app_kwargs=app_kwargs,
         **options,
     )
     if warm_up and models:
@@ -838,13 +1159,18 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--detector", choices=DETECTORS, default=DEFAULT_DETECTOR,
                         help=f"face detector: mtcnn (landmarks, aligned crops) or haar (faster; default {DEFAULT_DETECTOR})")
     parser.add_argument("--auth", default=None,
-                        help=f"USER:PASS required to open the app (or set {AUTH_ENV}); recommended with --share")
+                        help=f"USER:PASS required to open the app; better set {AUTH_ENV}=USER:PASS (a command line "
+                        "is readable by every local user); recommended with --share")
     return parser.parse_args(argv)
 
 
 def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     args = parse_args(argv)
+    if args.auth:
+        print(f"Warning: --auth puts the password on the command line, where any user of this machine can read it "
+              f"(ps, /proc/<pid>/cmdline); set {AUTH_ENV}=USER:PASS in the environment instead.", file=sys.stderr,
+              flush=True)
     try:
         auth = parse_auth(args.auth or os.environ.get(AUTH_ENV))
     except ValueError as error:
@@ -854,7 +1180,7 @@ def main(argv: list[str] | None = None) -> int:
     models = load_models(args.models_dir, warm_up=False)  # traced in the background once serving
     seconds = time.perf_counter() - started
     if not models:
-        print(no_models_message(models).replace("# ", "").replace("`", ""), file=sys.stderr)
+        print(no_models_message(models, for_page=False).replace("# ", "").replace("`", ""), file=sys.stderr)
         return 1
     loaded = ", ".join(f"{m.display_name} ({m.load_seconds:.1f} s)" for m in models)
     print(f"Loaded {len(models)} model(s) from {models.models_dir} in {seconds:.1f} s: {loaded}", flush=True)

@@ -23,8 +23,16 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 
 MAX_BYTES = 10 * 1024 * 1024  # matches the upload cap the app passes to launch(max_file_size=...)
 MAX_PIXELS = 40_000_000  # e.g. 8000x5000; a phone photo is 12-50 MP, a bomb is far more
+# Pixels alone do not bound the cost: a 40 MP 16-bit or RGBA image holds 80-160 MB once decoded, and
+# a 90 KB PNG can say so. The decoded size (width x height x the mode's bytes per pixel, read from
+# the header before anything is decompressed) is capped too: 40 MP of 8-bit RGB is just allowed.
+MAX_DECODED_BYTES = 120 * 1024 * 1024
+BYTES_PER_PIXEL = {"1": 1, "L": 1, "P": 1, "LA": 2, "La": 2, "PA": 2, "I;16": 2, "I;16L": 2, "I;16B": 2, "I;16N": 2,
+                   "RGB": 3, "YCbCr": 3, "LAB": 3, "HSV": 3}  # others (RGBA, CMYK, I, F...): 4
 MIN_SIDE = 24  # smaller than the face detector's window: nothing useful can be seen
 JPEG_DRAFT_SIDE = 2048  # big JPEGs are decoded at 1/2, 1/4 or 1/8 scale, keeping at least this many pixels
+REDUCE_SIDE = JPEG_DRAFT_SIDE  # other formats are shrunk by a whole factor after loading, keeping at least this
+MESSAGE_INPUT_CHARS = 100  # at most this much of anything a user sent is quoted in a message or a log line
 SUPPORTED = "JPEG, PNG, GIF, WebP, BMP or TIFF"
 # The only decoders Pillow may use: an .eps upload must never reach Ghostscript, nor a PDF or SVG
 # anything at all. (Pillow's own names; its JPEG decoder also reads the MPO files many phones write.)
@@ -57,12 +65,18 @@ def read_source(source: str | os.PathLike | bytes) -> bytes:
         data = _decode_data_url(source)
     else:
         path = Path(source)
-        if not path.is_file():
-            raise ImageInputError("The uploaded file could not be found on the server; please upload it again.")
-        size = path.stat().st_size
-        if size > MAX_BYTES:
-            raise ImageInputError(_too_big_message(size))
-        data = path.read_bytes()
+        try:
+            if not path.is_file():
+                raise ImageInputError("The uploaded file could not be found on the server; please upload it again.")
+            size = path.stat().st_size
+            if size > MAX_BYTES:
+                raise ImageInputError(_too_big_message(size))
+            data = path.read_bytes()
+        except OSError as error:  # e.g. a file name too long: the message would quote all of it
+            raise ImageInputError(
+                f"The uploaded file could not be read on the server ({error.strerror or type(error).__name__}: "
+                f"{quote_input(source)}); please upload it again."
+            ) from None
     if not data:
         raise ImageInputError("The file is empty (0 bytes). Please upload a photo.")
     if len(data) > MAX_BYTES:
@@ -85,10 +99,12 @@ def decode_image(source: str | os.PathLike | bytes) -> DecodedImage:
                 # detector only looks at a <= 960 px copy anyway.
                 factor = JPEG_DRAFT_SIDE / max(image.size)
                 image.draft(None, (max(1, int(image.width * factor)), max(1, int(image.height * factor))))
+            _check_decoded_bytes(image.size, image.mode)  # after the draft: what load() will really allocate
             if getattr(image, "n_frames", 1) > 1:
                 image.seek(0)
                 notes.append(f"{image_format or 'The'} file has {image.n_frames} frames; the first one was used.")
             image.load()
+            image = _shrink(image)  # before the colour conversions, which copy the pixels (16-bit ones as float64)
             image = _upright(image, notes)
             rgb = _to_rgb_array(image, notes)
         except ImageInputError:
@@ -116,6 +132,42 @@ def _check_pixels(size: tuple[int, int]) -> None:
     width, height = size
     if width * height > MAX_PIXELS:
         raise ImageInputError(_too_many_pixels_message(width, height))
+
+
+def decoded_bytes(size: tuple[int, int], mode: str) -> int:
+    """What the pixels of an image of this size and Pillow mode take once decoded (from its header)."""
+    width, height = size
+    return width * height * BYTES_PER_PIXEL.get(mode, 4)
+
+
+def _check_decoded_bytes(size: tuple[int, int], mode: str) -> None:
+    needed = decoded_bytes(size, mode)
+    if needed > MAX_DECODED_BYTES:
+        width, height = size
+        raise ImageInputError(
+            f"The image ({width}x{height}, {mode} pixels) would take {needed / 1024 / 1024:.0f} MB once decoded; the "
+            f"limit is {MAX_DECODED_BYTES // (1024 * 1024)} MB. Please upload a smaller or 8-bit photo."
+        )
+
+
+def _shrink(image: Image.Image) -> Image.Image:
+    """A big non-JPEG image shrunk by a whole factor, keeping at least REDUCE_SIDE pixels on its long side
+    (as the JPEG draft does: the face detector only looks at a <= 960 px copy anyway)."""
+    factor = max(image.size) // REDUCE_SIDE
+    if factor < 2:
+        return image
+    size = (max(1, image.width // factor), max(1, image.height // factor))
+    if image.mode.startswith("I;16"):  # Pillow cannot reduce 16-bit images; OpenCV averages them
+        pixels = np.asarray(image).astype(np.uint16, copy=False)
+        small = Image.fromarray(cv2.resize(pixels, size, interpolation=cv2.INTER_AREA))
+        small.info = dict(image.info)  # the EXIF orientation, if any, still applies
+        return small
+    if image.mode in ("1", "P", "PA"):  # averaging palette indices would be noise
+        return image.resize(size, Image.Resampling.NEAREST)
+    try:
+        return image.reduce(factor)
+    except ValueError:  # a mode Pillow cannot reduce
+        return image.resize(size, Image.Resampling.NEAREST)
 
 
 def _upright(image: Image.Image, notes: list[str]) -> Image.Image:
@@ -219,9 +271,16 @@ def _too_many_pixels_message(width: int | None = None, height: int | None = None
     )
 
 
-def _short(error: Exception, limit: int = 120) -> str:
-    text = str(error) or type(error).__name__
-    return text if len(text) <= limit else text[: limit - 3] + "..."
+def _short(error: Exception, limit: int = MESSAGE_INPUT_CHARS) -> str:
+    return quote_input(str(error) or type(error).__name__, limit)
+
+
+def quote_input(value: object, limit: int = MESSAGE_INPUT_CHARS) -> str:
+    """``value`` as text for a message or a log line, cut to ``limit`` characters (a data URL can be megabytes)."""
+    text = value if isinstance(value, str) else str(value)
+    if len(text) <= limit:
+        return text
+    return f"{text[: limit - 25]}... ({len(text):,} characters)"
 
 
 def jpeg_data_url(rgb: np.ndarray, quality: int = 80) -> str | None:

@@ -132,3 +132,65 @@ def test_browser_live_tab_labels_the_fake_webcam(tmp_path):
     assert src and src.startswith("data:image/jpeg;base64,")  # the labelled frame, sent inline
     if os.environ.get("FER_DEMO_SCREENSHOT"):
         shutil.copy(tmp_path / "live.png", pathlib.Path(os.environ["FER_DEMO_SCREENSHOT"]).with_suffix(".live.png"))
+
+
+def test_browser_refused_photo_keeps_its_reason_on_the_page(tmp_path):
+    """A truncated JPEG and a text file named .jpg: after Gradio's 10 s toast time the reason is still in
+    the face note, readable (no error badge over it), and /compare on the same file is still an AppError."""
+    import time
+
+    from gradio_client import Client, handle_file
+    from gradio_client.exceptions import AppError
+
+    url = running_app()
+    jpeg = (EXAMPLES / "astronaut.jpg").read_bytes()
+    truncated = tmp_path / "truncated.jpg"
+    truncated.write_bytes(jpeg[: len(jpeg) // 3])
+    text_file = tmp_path / "notes.jpg"
+    text_file.write_text("a text file with a photo's name\n" * 20)
+    cases = {truncated: "truncated or damaged", text_file: "not an image we can read"}
+    covered_js = """() => {
+        const note = document.querySelector('#face-note');
+        const box = note.getBoundingClientRect();
+        const overlaps = [...document.querySelectorAll('[class*="error"]')].filter((el) => {
+            const r = el.getBoundingClientRect();
+            return r.width > 0 && r.height > 0 && getComputedStyle(el).visibility !== 'hidden' &&
+                r.left < box.right && r.right > box.left && r.top < box.bottom && r.bottom > box.top;
+        }).map((el) => el.className);
+        const p = note.querySelector('p') || note;
+        const t = p.getBoundingClientRect();
+        const top = document.elementFromPoint(t.left + Math.min(20, t.width / 2), t.top + t.height / 2);
+        return {overlaps, onTop: !!top && note.contains(top), text: note.innerText};
+    }"""
+    seen = {}
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
+        try:
+            pages = {}
+            for path, reason in cases.items():
+                page = browser.new_page(viewport={"width": 1400, "height": 1200})
+                page.goto(url, wait_until="load", timeout=60_000)
+                page.wait_for_selector("input[type=file]", state="attached", timeout=60_000)
+                page.locator("input[type=file]").first.set_input_files(str(path))
+                page.wait_for_function("(r) => (document.querySelector('#face-note')?.innerText || '').includes(r)",
+                                       arg=reason, timeout=90_000)
+                pages[path] = page
+            time.sleep(11)  # past Gradio's 10 s toast
+            for path, page in pages.items():
+                page.wait_for_function("() => document.querySelectorAll('.toast-body').length === 0", timeout=30_000)
+                seen[path] = (page.locator("#face-note").inner_text(), page.locator("#face-note").is_visible(),
+                              page.evaluate(covered_js), page.inner_text("body"))
+                page.screenshot(path=str(tmp_path / f"refused-{path.stem}.png"), full_page=True)
+        finally:
+            browser.close()
+
+    client = Client(url, verbose=False, download_files=False, ssl_verify=False)
+    for path, reason in cases.items():
+        note, visible, layout, body = seen[path]
+        assert reason in body and reason in note, note
+        assert note.startswith("⚠ Cannot use this image:"), note
+        assert "see the message in the corner" not in body
+        assert visible and layout["onTop"], layout
+        assert not layout["overlaps"], layout
+        with pytest.raises(AppError, match=reason):
+            client.predict(handle_file(str(path)), api_name="/compare")

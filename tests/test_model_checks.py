@@ -109,3 +109,15 @@ def test_the_app_shows_calibrated_probabilities_and_the_ensemble_combines_raw_on
     np.testing.assert_allclose(by_key["ensemble"].raw, head_raw, atol=1e-5)
     np.testing.assert_allclose(by_key["ensemble"].probabilities, apply_temperature(head_raw[None], 1.5)[0], atol=1e-5)
     assert by_key["resnet50"].raw is None  # no temperature on its card: shown as the model gives it
+
+
+def test_the_no_models_page_does_not_show_the_servers_path(tmp_path):
+    import json as _json
+
+    from demo.app import build_demo
+
+    folder = tmp_path / "empty_models"
+    folder.mkdir()
+    config = _json.dumps(build_demo(folder).config)
+    assert "No models found" in config and "empty_models" in config
+    assert str(tmp_path) not in config

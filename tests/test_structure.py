@@ -8,7 +8,7 @@ import pathlib
 import sys
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
-UI_LIBRARIES = {"gradio", "gradio_client"}
+UI_LIBRARIES = {"gradio", "gradio_client", "fastapi", "starlette", "pydantic"}  # Gradio and the web stack it serves on
 
 
 def imports_of(path: pathlib.Path, package: str) -> set[str]:
