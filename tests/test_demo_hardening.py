@@ -169,7 +169,7 @@ def test_a_chunked_body_is_counted_while_it_streams_and_refused_past_the_cap():
 
 def test_the_body_limit_stops_reading_at_the_cap():
     """The middleware itself: a 200 MB body is never read past the cap (today it is read whole)."""
-    from demo.app import BODY_LIMIT, BodySizeLimit
+    from demo.hardening import BODY_LIMIT, BodySizeLimit
 
     pulled = 0
 
@@ -285,7 +285,7 @@ def test_gradios_own_input_checks_say_why(capfd):
 
 
 def test_an_unexpected_error_says_where_to_look(capfd):
-    from demo.app import guard_blocks
+    from demo.hardening import guard_blocks
 
     class FakeBlocks:
         async def preprocess_data(self, *args, **kwargs):
@@ -357,7 +357,7 @@ def test_logins_are_refused_for_a_while_after_five_failures(auth_app, caplog):
 
 
 def test_the_login_middleware_keys_on_the_connection_not_on_headers():
-    from demo.app import LoginLimiter, LoginRateLimit
+    from demo.hardening import LoginLimiter, LoginRateLimit
 
     async def wrong_password(scope, receive, send):
         await send({"type": "http.response.start", "status": 400, "headers": []})
@@ -373,7 +373,7 @@ def test_the_login_middleware_keys_on_the_connection_not_on_headers():
 
 
 def test_the_login_limiter_counts_per_address_within_its_window():
-    from demo.app import LoginLimiter
+    from demo.hardening import LoginLimiter
 
     limiter = LoginLimiter(failures=5, window=60, block=60)
     now = [0.0]
