@@ -34,6 +34,8 @@ import numpy as np
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
+from .files import file_sha256
+
 __all__ = [
     "BINS",
     "TARGET_ECE",
@@ -313,12 +315,6 @@ def reliability_diagram(
 
 
 # --------------------------------------------------------------------------- models and cards
-def _file_sha256(path: Path) -> str:
-    from .data import file_sha256
-
-    return file_sha256(path)
-
-
 def _test_probabilities(models_dir: Path, name: str, n: int, k: int) -> tuple[np.ndarray, str | None] | None:
     """The shipped PrivateTest probabilities, when the predictions file holds them for this split."""
     from .experiment import load_predictions, predictions_path
@@ -331,7 +327,7 @@ def _test_probabilities(models_dir: Path, name: str, n: int, k: int) -> tuple[np
     proba = stored.get("proba")
     if split != "test" or proba is None or proba.shape != (n, k):
         return None
-    return proba.astype(np.float64), _file_sha256(path)
+    return proba.astype(np.float64), file_sha256(path)
 
 
 def calibrate_model(
@@ -492,7 +488,7 @@ def reliability_grid(cards: Mapping[str, Mapping[str, Any]], models_dir: str | o
             continue
         recorded = block.get("predictions_sha256")
         predictions = models_dir / f"{name}_predictions.npz"
-        if recorded and (not predictions.is_file() or _file_sha256(predictions) != recorded):
+        if recorded and (not predictions.is_file() or file_sha256(predictions) != recorded):
             notes.append(f"{name}: its predictions changed since it was calibrated: run python -m fer_utils.calibration again")
             continue
         panels.append((card.get("display_name", name), block))
