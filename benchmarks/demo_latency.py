@@ -3,7 +3,7 @@
     python benchmarks/demo_latency.py                      # the trained models in saved_models/
     python benchmarks/demo_latency.py --synthetic study    # random-weight models at the study's sizes
     python benchmarks/demo_latency.py --synthetic small    # the tiny models the tests use
-    python benchmarks/demo_latency.py --synthetic cpu      # random weights, the shapes plans/cpu.yaml trains
+    python benchmarks/demo_latency.py --synthetic cpu      # random weights, the shapes plans/shipped/cpu.yaml trains
 
 Reports: startup (process start to the page answering), median and p95 of one model's
 endpoint (prediction + heatmap) and of Compare-all, and a concurrent run (8 clients x 25
@@ -72,7 +72,10 @@ def plan_shapes(plan: str = "cpu") -> tuple[dict[str, int], dict[str, object]]:
     """
     import yaml
 
-    notebooks = yaml.safe_load((ROOT / "plans" / f"{plan}.yaml").read_text())["notebooks"]
+    sys.path.insert(0, str(ROOT))
+    from fer_utils.batch import find_plan  # plans/ or a subfolder: plans/shipped/cpu.yaml
+
+    notebooks = yaml.safe_load(find_plan(plan).read_text())["notebooks"]
     parameters = {entry["notebook"].split("_", 1)[1]: entry.get("parameters", {}) for entry in notebooks}
     sizes = {key: int(parameters.get(key, {}).get("image_size", 48)) for key in MEMBERS[1:]}
     scratch = {name: value for name, value in parameters["scratch_cnn"].items() if name in SCRATCH_SHAPE}
@@ -275,7 +278,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--models-dir", type=Path, default=ROOT / "saved_models")
     parser.add_argument("--synthetic", choices=("small", "study", "cpu"),
-                        help="build random-weight models (tiny, at the study's input sizes, or as plans/cpu.yaml "
+                        help="build random-weight models (tiny, at the study's input sizes, or as plans/shipped/cpu.yaml "
                              "trains them) instead of --models-dir")
     parser.add_argument("--photo", type=Path, default=DEFAULT_PHOTO)
     parser.add_argument("--requests", type=int, default=40, help="sequential requests per measured endpoint")

@@ -22,10 +22,10 @@ import numpy as np
 FER_TRAIN_IMAGES = 28_709
 MODELS = {
     "scratch_cnn": ("scratch_cnn", {}),
-    "scratch_cpu": ("scratch_cnn", {"filters": (64, 128, 256, 512), "batch_norm": True, "dense_units": (256,)}),  # plans/cpu.yaml
+    "scratch_cpu": ("scratch_cnn", {"filters": (64, 128, 256, 512), "batch_norm": True, "dense_units": (256,)}),  # plans/shipped/cpu.yaml
     "scratch_cpu_small": ("scratch_cnn", {"filters": (32, 64, 128, 256), "batch_norm": True, "dense_units": (256,)}),  # its first version
     "scratch_cpu_deep": ("scratch_cnn", {"filters": (32, 64, 128, 256), "convs_per_stage": 2, "batch_norm": True,
-                                         "dense_units": (256,)}),  # plans/cpu_third_cnn.yaml
+                                         "dense_units": (256,)}),  # plans/shipped/cpu_third_cnn.yaml
     "scratch_vgg": ("scratch_cnn", {"filters": (64, 128, 256, 512), "convs_per_stage": 2, "batch_norm": True, "dense_units": (512,)}),
     "resnet50": ("resnet50", {"trainable": "all"}),
     "mobilenetv2": ("mobilenetv2", {"trainable": "all"}),

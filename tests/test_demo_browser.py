@@ -4,6 +4,12 @@ streams a fake webcam (a .y4m clip made here from demo/examples/astronaut.jpg) i
 Playwright's own browser download does not work offline, so this uses the system chromium
 (``apt-get install -y chromium``); without it, or without the ``playwright`` package, the test
 is skipped with the reason.
+
+``test_browser_compare_tab_screenshot`` saves the Compare tab after a prediction as a PNG into pytest's
+tmp dir and checks it is a real picture. With ``FER_SCREENSHOT_DIR`` set it serves the shipped models
+of ``saved_models/`` instead and writes the picture, shrunk to 1000 px and 128 colours, to that folder as
+``compare_tab.png``; the README's copy is refreshed with
+``FER_SCREENSHOT_DIR=docs/images python -m pytest tests/test_demo_browser.py -k screenshot``.
 """
 
 from __future__ import annotations
@@ -38,7 +44,7 @@ except ImportError:
     pytest.skip("the playwright package is absent: `pip install playwright` (no browser download needed)",
                 allow_module_level=True)
 
-from test_demo import ALL_MODELS, EXAMPLES, compare, loaded_models, running_app  # noqa: E402
+from test_demo import ALL_MODELS, EXAMPLES, ROOT, compare, free_port, loaded_models, running_app  # noqa: E402
 from synthetic import CLASS_NAMES_7  # noqa: E402
 
 
@@ -77,6 +83,98 @@ def test_browser_upload_shows_five_predictions(tmp_path):
     if os.environ.get("FER_DEMO_SCREENSHOT"):
         shutil.copy(tmp_path / "compare.png", os.environ["FER_DEMO_SCREENSHOT"])
 
+
+SCREENSHOT_ENV = "FER_SCREENSHOT_DIR"  # set: the shipped models' Compare tab, written there as compare_tab.png
+SCREENSHOT_NAME = "compare_tab.png"
+SCREENSHOT_MAX_BYTES = 300_000  # the committed copy, docs/images/compare_tab.png
+SCREENSHOT_PHOTO = "astronaut.jpg"
+
+
+def shipped_app() -> str:
+    """The app on the shipped models of saved_models/ (what the README's picture shows); its URL."""
+    import atexit
+
+    from demo.app import build_demo, launch
+
+    blocks = build_demo(ROOT / "saved_models")
+    if not blocks.fer_models:
+        pytest.skip("no shipped models in saved_models/ to take the README's screenshot with")
+    launch(blocks, host="127.0.0.1", port=free_port(), prevent_thread_lock=True, quiet=True, warm_up=False)
+    atexit.register(blocks.close)
+    return blocks.local_url
+
+
+def shrink_png(source: pathlib.Path, target: pathlib.Path, width: int = 1000, colours: int = 128) -> pathlib.Path:
+    """A smaller copy for the repository: at most ``width`` px wide, a ``colours``-colour palette."""
+    from PIL import Image
+
+    with Image.open(source) as image:
+        image = image.convert("RGB")
+        if image.width > width:
+            image = image.resize((width, round(image.height * width / image.width)), Image.Resampling.LANCZOS)
+        image.quantize(colors=colours, method=Image.Quantize.MEDIANCUT, dither=Image.Dither.NONE).save(
+            target, optimize=True)
+    return target
+
+
+def assert_real_picture(path: pathlib.Path, min_size: tuple[int, int] = (800, 500)) -> None:
+    """Not a blank or near-blank page: big enough, many colours, no colour covering almost all of it,
+    and detail (edges) across the picture."""
+    from PIL import Image
+
+    assert path.stat().st_size > 20_000, path.stat().st_size
+    with Image.open(path) as image:
+        pixels = np.asarray(image.convert("RGB"))
+    height, width = pixels.shape[:2]
+    assert width >= min_size[0] and height >= min_size[1], (width, height)
+    _, counts = np.unique(pixels.reshape(-1, 3), axis=0, return_counts=True)
+    assert len(counts) >= 64, f"only {len(counts)} colours"
+    assert counts.max() / counts.sum() < 0.9, "one colour covers over 90 % of the picture"
+    gray = pixels.mean(axis=2)
+    assert gray.std() > 10, gray.std()
+    rows_with_detail = (np.abs(np.diff(gray, axis=1)) > 30).any(axis=1).mean()
+    assert rows_with_detail > 0.3, rows_with_detail  # text, photo and bars, not one strip of content
+
+
+def test_browser_compare_tab_screenshot(tmp_path):
+    """The Compare tab after a prediction on an example photo, as a PNG: the page from its title to the
+    bottom of the Compare tab's row of models, every model's top-3 shown."""
+    target_dir = os.environ.get(SCREENSHOT_ENV)
+    url = shipped_app() if target_dir else running_app()
+    photo = EXAMPLES / SCREENSHOT_PHOTO
+    shot = tmp_path / SCREENSHOT_NAME
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
+        try:
+            page = browser.new_page(viewport={"width": 1400, "height": 1000})
+            page.goto(url, wait_until="load", timeout=60_000)
+            page.wait_for_selector("input[type=file]", state="attached", timeout=60_000)
+            page.locator("input[type=file]").first.set_input_files(str(photo))
+            cards = page.locator(".model-card")
+            count = cards.count()
+            assert count >= 2, count
+            for index in range(count):
+                cards.nth(index).locator("[data-testid=label-output-value]").wait_for(timeout=180_000)
+            page.wait_for_function("() => /Inference:/.test(document.querySelector('.model-card .timing')?.innerText"
+                                   " || '')", timeout=60_000)
+            page.wait_for_function("() => [...document.querySelectorAll('img')].every((i) => i.complete)",
+                                   timeout=30_000)
+            page.wait_for_timeout(500)  # let the bars finish their transition
+            bottom = page.evaluate("() => Math.max(...[...document.querySelectorAll('.model-card')]"
+                                   ".map((c) => c.getBoundingClientRect().bottom + window.scrollY))")
+            page.screenshot(path=str(shot), full_page=True,
+                            clip={"x": 0, "y": 0, "width": 1400, "height": int(bottom) + 24})
+            labels = [cards.nth(i).locator("[data-testid=label-output-value]").inner_text().strip()
+                      for i in range(count)]
+        finally:
+            browser.close()
+
+    assert all(labels), labels
+    assert_real_picture(shot)
+    if target_dir:
+        committed = shrink_png(shot, pathlib.Path(target_dir) / SCREENSHOT_NAME)
+        assert committed.stat().st_size < SCREENSHOT_MAX_BYTES, committed.stat().st_size
+        assert_real_picture(committed)
 
 def write_y4m(path: pathlib.Path, frames: int = 30, size: tuple[int, int] = (640, 480)) -> pathlib.Path:
     """A Y4M clip (what Chromium's fake camera plays, in a loop): the astronaut on a grey 640x480
