@@ -2,7 +2,7 @@
 
     python benchmarks/upload_memory.py [--uploads 20] [--width 7950 --height 4980] [--json out.json]
 
-Launches the app in this process on loopback, as the tests do (``tests/test_demo.py``: the small
+Launches the app in this process on loopback, as the tests do (``tests/demo_fixtures.py``: the small
 models trained or built there on synthetic faces, ``build_demo`` + ``launch``), writes one 16-bit
 grey PNG of ``--width`` x ``--height`` (39.6 MP by default: ~80 KB on disk, 79 MB of pixels) and
 sends ``--uploads`` copies of it to /compare at once, one gradio_client per thread. One normal
@@ -116,7 +116,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from gradio_client import Client, handle_file
 
-    from test_demo import running_app
+    from demo_fixtures import running_app
 
     started = time.perf_counter()
     url = running_app()

@@ -57,7 +57,7 @@ from demo.hardening import (  # noqa: E402
     unknown_endpoint,
 )
 from fer_utils import serving  # noqa: E402
-from fer_utils.explain import find_last_conv_layer  # noqa: E402
+from fer_utils.explain import resolve_method  # noqa: E402
 from fer_utils.faces import DEFAULT_DETECTOR, DETECTORS  # noqa: E402
 from fer_utils.imaging import MAX_BYTES, ImageInputError, decode_image, jpeg_data_url, quote_input  # noqa: E402
 from fer_utils.serving import DISPLAY_NAMES, ModelSet, default_models_dir, load_models  # noqa: E402
@@ -557,7 +557,7 @@ def _page(models: ModelSet, detector: str = DEFAULT_DETECTOR) -> gr.Blocks:
                             compare_cells += [label, timing]
             for loaded in models:
                 with gr.Tab(loaded.display_name, id=loaded.key) as tab:
-                    method = "grad_cam" if find_last_conv_layer(loaded.model) else "saliency"
+                    method = resolve_method(loaded.model)  # what "auto" explains with, as the tab will
                     gr.Markdown(f"**{loaded.display_name}**: its prediction for the face above, and "
                                 f"{METHOD_TEXT[method][0].lower() + METHOD_TEXT[method][1:]}")
                     with gr.Row():

@@ -26,6 +26,7 @@ __all__ = [
     "saliency_map",
     "occlusion_map",
     "find_last_conv_layer",
+    "resolve_method",
     "grad_cam",
     "CompiledExplainer",
     "explain",
@@ -193,6 +194,18 @@ def find_last_conv_layer(model) -> str | None:
     return None
 
 
+def resolve_method(model, method: str = "auto") -> str:
+    """The method ``method`` means for ``model``: 'auto' is Grad-CAM where the model has a
+    convolution layer at top level (:func:`find_last_conv_layer`), else saliency (ensembles of
+    nested models); any other method in :data:`METHODS` is itself. The one place 'auto' is decided:
+    :func:`explain`, :class:`CompiledExplainer` and the demo's tabs all ask here."""
+    if method not in METHODS:
+        raise ValueError(f"Unknown explanation method {method!r}; choose one of {', '.join(METHODS)}.")
+    if method == "auto":
+        return "grad_cam" if find_last_conv_layer(model) is not None else "saliency"
+    return method
+
+
 def _grad_cam_model(model, layer_name: str) -> keras.Model:
     """A twin model exposing the conv maps next to the prediction, sharing the original weights."""
     try:
@@ -264,8 +277,7 @@ class CompiledExplainer:
     def __init__(self, model: keras.Model, method: str = "auto"):
         if method not in ("auto", "grad_cam", "saliency"):
             raise ValueError(f"CompiledExplainer supports 'auto', 'grad_cam' and 'saliency', not {method!r}.")
-        if method == "auto":
-            method = "grad_cam" if find_last_conv_layer(model) is not None else "saliency"
+        method = resolve_method(model, method)
         self.model = model
         self.method = method
         self.num_classes = int(model.outputs[0].shape[-1])
@@ -297,10 +309,7 @@ class CompiledExplainer:
 
 def explain(model, image, method: str = "auto", class_index: int | None = None) -> tuple[np.ndarray, str]:
     """One entry point for apps: 'auto' uses Grad-CAM where possible and falls back to saliency for ensembles."""
-    if method not in METHODS:
-        raise ValueError(f"Unknown explanation method {method!r}; choose one of {', '.join(METHODS)}.")
-    if method == "auto":
-        method = "grad_cam" if find_last_conv_layer(model) is not None else "saliency"
+    method = resolve_method(model, method)
     if method == "grad_cam":
         return grad_cam(model, image, class_index=class_index), method
     if method == "occlusion":

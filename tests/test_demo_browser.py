@@ -44,7 +44,7 @@ except ImportError:
     pytest.skip("the playwright package is absent: `pip install playwright` (no browser download needed)",
                 allow_module_level=True)
 
-from test_demo import ALL_MODELS, EXAMPLES, ROOT, compare, free_port, loaded_models, running_app  # noqa: E402
+from demo_fixtures import ALL_MODELS, EXAMPLES, ROOT, compare, free_port, loaded_models, running_app  # noqa: E402
 from synthetic import CLASS_NAMES_7  # noqa: E402
 
 

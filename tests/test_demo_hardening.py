@@ -3,7 +3,8 @@
 A refused photo keeps its reason on the page; request bodies are capped before they are read;
 nothing a client sent is logged in bulk; decoded images are capped in bytes and shrunk early;
 Gradio's own refusals say why; an unknown endpoint is a 404; logins are rate-limited per address.
-The launched app is the one tests/test_demo.py starts (small synthetic models).
+The launched app is the one tests/demo_fixtures.py starts (small synthetic models); the tests
+that use it are marked slow, the others (middleware, decoding, the limiter) are quick.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from PIL import Image
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
 
-from test_demo import EXAMPLES, free_port, loaded_models, running_app  # noqa: E402
+from demo_fixtures import EXAMPLES, free_port, loaded_models, running_app  # noqa: E402
 
 
 # ----------------------------------------------------------------------------- helpers
@@ -89,6 +90,7 @@ def run_asgi(app, body_chunks: list[bytes], headers: list[tuple[bytes, bytes]], 
 # ----------------------------------------------------------------------------- 5: the reason stays on the page
 
 
+@pytest.mark.slow  # the launched app
 def test_a_refused_photo_puts_its_reason_in_the_face_note_and_the_api_still_errors(tmp_path):
     """The page's handlers answer a bad photo with the reason in the face note (no error event, so no
     10 s toast and no red badge over the note); /compare still raises AppError with the same reason."""
@@ -125,6 +127,7 @@ def test_a_refused_photo_puts_its_reason_in_the_face_note_and_the_api_still_erro
 # ----------------------------------------------------------------------------- 7: memory bounded before decoding
 
 
+@pytest.mark.slow  # the launched app
 def test_a_body_over_the_cap_is_refused_from_its_content_length():
     import httpx
 
@@ -140,6 +143,7 @@ def test_a_body_over_the_cap_is_refused_from_its_content_length():
     assert httpx.get(f"{url}config", timeout=10).status_code == 200  # still serving
 
 
+@pytest.mark.slow  # the launched app
 def test_a_chunked_body_is_counted_while_it_streams_and_refused_past_the_cap():
     import httpx
 
@@ -193,6 +197,7 @@ def test_the_body_limit_stops_reading_at_the_cap():
     assert status == 200 and body == b"read it all"
 
 
+@pytest.mark.slow  # the launched app
 def test_a_data_url_in_filedata_path_is_refused_without_logging_it(caplog, capfd):
     """A 7 MB data URL in FileData.path: today Gradio prints the whole "file name" in a traceback."""
     caplog.set_level(logging.INFO)
@@ -257,6 +262,7 @@ def test_big_palette_images_are_shrunk_by_nearest_neighbour():
 # ----------------------------------------------------------------------------- 15: refusals say why
 
 
+@pytest.mark.slow  # the launched app
 def test_an_unknown_endpoint_is_a_404_that_names_the_endpoints(capfd):
     import httpx
 
@@ -270,6 +276,7 @@ def test_an_unknown_endpoint_is_a_404_that_names_the_endpoints(capfd):
     assert "Traceback" not in capfd.readouterr().err
 
 
+@pytest.mark.slow  # the launched app
 def test_gradios_own_input_checks_say_why(capfd):
     """Today these are {"error": null} and a traceback."""
     url = running_app()
@@ -316,6 +323,7 @@ def auth_app():
     blocks.close()
 
 
+@pytest.mark.slow  # the launched app
 def test_logins_are_refused_for_a_while_after_five_failures(auth_app, caplog):
     import httpx
 

@@ -1,5 +1,5 @@
 """Tests of the demo's Live and Video tabs: /live_frame and /video through gradio_client against the
-launched app (the small models of tests/test_demo.py), and the live stream's handler on its own.
+launched app (the small models of tests/demo_fixtures.py), and the live stream's handler on its own.
 
 The browser side of the Live tab (a fake webcam in Chromium) is in tests/test_demo_browser.py.
 """
@@ -18,7 +18,7 @@ TESTS = pathlib.Path(__file__).resolve().parent
 sys.path.insert(0, str(TESTS))
 
 from synthetic import CLASS_NAMES_7  # noqa: E402
-from test_demo import EXAMPLES, loaded_models, running_app  # noqa: E402
+from demo_fixtures import EXAMPLES, loaded_models, running_app  # noqa: E402
 
 ASTRONAUT = EXAMPLES / "astronaut.jpg"
 

@@ -1,6 +1,7 @@
 """Tests for fer_utils.explain on tiny hand-weighted models whose decisive region is known."""
 
 import os
+import pathlib
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
@@ -17,6 +18,7 @@ from fer_utils.explain import (  # noqa: E402
     occlusion_map,
     overlay_heatmap,
     plot_explanations,
+    resolve_method,
     saliency_map,
 )
 
@@ -213,6 +215,28 @@ def test_explain_auto_picks_by_architecture(square_model, corner_model, nested_m
         assert heat.shape == (48, 48) and 0.0 <= heat.min() and heat.max() <= 1.0
     heat, used = explain(corner_model, corner_face, method="occlusion")
     assert used == "occlusion" and _inside_outside_ratio(heat, _corner_mask()) > 5
+
+
+def test_one_rule_decides_what_auto_means_and_every_caller_follows_it(
+    square_model, corner_model, nested_model, corner_face, square_face
+):
+    # the rule: Grad-CAM for a model with a convolution layer at top level, saliency without one
+    assert resolve_method(square_model) == resolve_method(square_model, "auto") == "grad_cam"
+    assert resolve_method(corner_model) == "saliency"  # dense only
+    assert resolve_method(nested_model) == "saliency"  # an ensemble-like wrapper: its conv layers are nested
+    for method in ("saliency", "occlusion", "grad_cam"):
+        assert resolve_method(corner_model, method) == method  # a named method is taken as asked
+    with pytest.raises(ValueError, match="saliency.*occlusion.*grad_cam"):
+        resolve_method(corner_model, "lime")
+    # explain() and CompiledExplainer (what the demo serves) agree with it and so with each other
+    for model, face in ((square_model, square_face), (corner_model, corner_face), (nested_model, corner_face)):
+        explainer = CompiledExplainer(model)
+        assert explain(model, face)[1] == explainer.method == explainer(face)[1] == resolve_method(model)
+    # and nothing else decides it: the demo's tabs and the serving code ask resolve_method too
+    root = pathlib.Path(__file__).resolve().parent.parent
+    for path in [*sorted((root / "demo").glob("*.py")), *sorted((root / "fer_utils").glob("*.py"))]:
+        if path.name != "explain.py":
+            assert "find_last_conv_layer(" not in path.read_text(encoding="utf-8"), path
 
 
 def test_compiled_explainer_gives_the_eager_maps(square_model, corner_model, nested_model, corner_face, square_face):

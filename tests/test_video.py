@@ -3,7 +3,7 @@
 The clips are 40 frames at 10 fps of demo/examples/astronaut.jpg (one face), frames 20-29 blank
 grey, in MP4 (mp4v), AVI (MJPG) and WebM (VP80, skipped only where this OpenCV cannot write it).
 The models are a light set built here (see :func:`small_models_dir`): the demo's trained set
-(tests/test_demo.py) takes ~30 s to train and ~20 s to load per process, and these tests check
+(tests/demo_fixtures.py) takes ~30 s to train and ~20 s to load per process, and these tests check
 the video path, not what the models learned.
 """
 
