@@ -1,11 +1,11 @@
-"""The "About these models" panel, written from the model cards (any key may be missing)."""
+"""The "About these models" panel, written from the model cards (any key may be missing).
+
+Sizes are decimal MB, as in the README's results table: both come from :class:`fer_utils.card.ModelCard`.
+"""
 
 from __future__ import annotations
 
-from typing import Any
-
-from fer_utils.experiment import training_totals
-
+from fer_utils.card import ModelCard, table_cell
 from fer_utils.serving import DISPLAY_NAMES, LoadedModel, ModelSet
 
 
@@ -19,9 +19,9 @@ def about_markdown(models: ModelSet) -> str:
         "|---|---|---|---|---|---|---|",
     ]
     for loaded in models:
-        lines.append(_row(loaded))
+        lines.append(about_row(loaded))
     for key, reason in models.missing.items():
-        lines.append(f"| {DISPLAY_NAMES.get(key, key)} | not loaded | | | {_cell(reason)} | | |")
+        lines.append(f"| {DISPLAY_NAMES.get(key, key)} | not loaded | | | {table_cell(reason)} | | |")
     lines += [
         "",
         "All five take the same 48x48 grey face; the transfer models resize it inside the model. "
@@ -34,92 +34,7 @@ def about_markdown(models: ModelSet) -> str:
     return "\n".join(lines)
 
 
-def _row(loaded: LoadedModel) -> str:
-    card = loaded.card or {}
-    test = _get(card, "metrics", "test") or {}
-    accuracy = _metric(test, "accuracy")
-    macro_f1 = _metric(test, "macro_f1")
-    return (
-        f"| {_cell(loaded.display_name)} | {accuracy} | {macro_f1} | {_cell(_weights(loaded))} "
-        f"| {_cell(_training(card))} | {_size(card)} | {_cell(_calibration(loaded))} |"
-    )
-
-
-def _calibration(loaded: LoadedModel) -> str:
-    block = (loaded.card or {}).get("calibration") or {}
-    before, after = block.get("test_ece_before"), block.get("test_ece_after")
-    if loaded.temperature == 1.0 or not isinstance(before, (int, float)) or not isinstance(after, (int, float)):
-        return "as the model gives them (not calibrated)"
-    return f"calibrated, T = {loaded.temperature:.2f}: ECE {before:.3f} -> {after:.3f}"
-
-
-def _metric(split: dict[str, Any], name: str) -> str:
-    plain = _get(split, "plain", name)
-    tta = _get(split, "tta", name)
-    if not isinstance(plain, (int, float)):
-        return "not evaluated"
-    text = f"{plain:.1%}"
-    if isinstance(tta, (int, float)):
-        text += f" ({tta:.1%} with TTA)"
-    return text
-
-
-def _weights(loaded: LoadedModel) -> str:
-    card = loaded.card or {}
-    if loaded.is_ensemble:
-        names = ", ".join(m.display_name for m in loaded.members)
-        if _get(card, "ensemble", "combine") == "mean":
-            return f"the mean of the probabilities of {names} (members frozen; no weights of its own)"
-        return f"a trained head on the probabilities of {names} (members frozen)"
-    source = card.get("weights_source")
-    return source if isinstance(source, str) and source else "not recorded"
-
-
-def _training(card: dict[str, Any]) -> str:
-    training = card.get("training") or {}
-    if _get(card, "ensemble", "combine") == "mean":
-        compared = "learned" in (training.get("val_accuracy_by_combine") or {})
-        return "nothing to train: the mean of its members" + (
-            ", kept over a trained head for its higher PublicTest accuracy" if compared else "")
-    parts = []
-    epochs, duration = training_totals(training)
-    if isinstance(epochs, int):
-        parts.append(f"{epochs} epochs")
-    if isinstance(duration, (int, float)):
-        parts.append(f"{duration / 60:.0f} min" if duration >= 60 else f"{duration:.0f} s")
-    stages = training.get("stages")
-    if isinstance(stages, list) and stages:
-        parts.append(f"in {len(stages) + 1} stages")
-    recipe = card.get("parameters") or {}
-    recipe = {**(recipe.get("model") or {}), **(recipe.get("training") or {}), **recipe} if isinstance(recipe, dict) else {}
-    for key in ("image_size", "trainable", "optimizer", "learning_rate", "lr_schedule", "batch_size"):
-        value = recipe.get(key)
-        if isinstance(value, (str, int, float)) and not isinstance(value, bool):
-            parts.append(f"{key.replace('_', ' ')} {value}")
-    return ", ".join(parts) if parts else "not recorded"
-
-
-def _size(card: dict[str, Any]) -> str:
-    parts = []
-    params = card.get("parameters_total")
-    if isinstance(params, int):
-        parts.append(f"{params / 1e6:.1f} M params" if params >= 100_000 else f"{params:,} params")
-    size = card.get("file_size_bytes")
-    if isinstance(size, int):
-        parts.append(f"{size / 1024 / 1024:.1f} MB" if size >= 1024 * 1024 else f"{size / 1024:.0f} KB")
-    if card.get("weights_dtype") == "float16":
-        parts.append("weights stored as float16")
-    return ", ".join(parts)
-
-
-def _get(mapping: Any, *keys: str) -> Any:
-    for key in keys:
-        if not isinstance(mapping, dict):
-            return None
-        mapping = mapping.get(key)
-    return mapping
-
-
-def _cell(text: str) -> str:
-    """Table-safe: no pipes or newlines."""
-    return " ".join(str(text).replace("|", "/").split())
+def about_row(loaded: LoadedModel) -> str:
+    """One model's row: the card's :meth:`~fer_utils.card.ModelCard.about_row`, the figures the README shows."""
+    members = [member.display_name for member in loaded.members] if loaded.is_ensemble else None
+    return ModelCard.of(loaded.card).about_row(loaded.display_name, members)

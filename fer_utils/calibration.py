@@ -34,6 +34,7 @@ import numpy as np
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
+from .card import ModelCard, read_cards
 from .files import file_sha256
 
 __all__ = [
@@ -347,17 +348,17 @@ def calibrate_model(
     """
     from .evaluation import predict_proba
     from .plotting import save_figure
-    from .model_io import load_model, read_model_card, write_model_card
+    from .model_io import load_model
 
     model_path = Path(model_path)
-    card = read_model_card(model_path)
-    name = card.get("name", model_path.stem)
-    recorded = card.get("data", {}).get("sha256")
+    card = ModelCard.read(model_path)
+    name = card.model_name
+    recorded = card.data_sha256
     if recorded and recorded != dataset.checksum:
         raise ValueError(f"{name} was measured on another copy of the data (sha256 {recorded[:12]}... in its "
                          f"card, {dataset.checksum[:12]}... given): calibrate it on the data it was measured on")
-    if list(card.get("class_names", dataset.class_names)) != list(dataset.class_names):
-        raise ValueError(f"{name} predicts {card['class_names']}, the data has {list(dataset.class_names)}")
+    if card.class_names is not None and list(card.class_names) != list(dataset.class_names):
+        raise ValueError(f"{name} predicts {card.class_names}, the data has {list(dataset.class_names)}")
     k = len(dataset.class_names)
     model = load_model(model_path)
     val_proba = predict_proba(model, dataset.val.images, batch_size=batch_size).astype(np.float64)
@@ -399,27 +400,18 @@ def calibrate_model(
                "The predicted class, and so every accuracy figure, is unchanged. "
                "Made by python -m fer_utils.calibration.",
     }
-    card["calibration"] = block
-    write_model_card(model_path, card)
+    card.calibration = block
+    card.write(model_path)
     if reports_dir is not None:
         figure = plot_reliability(test_before_bins, test_after_bins,
-                                  f"{card.get('display_name', name)}: PrivateTest reliability", temperature)
+                                  f"{card.label(name)}: PrivateTest reliability", temperature)
         save_figure(figure, Path(reports_dir) / name / "reliability.png")
     return block
 
 
-def _cards(models_dir: Path) -> dict[str, dict[str, Any]]:
-    """The cards beside ``.keras`` files (read here, not with fer_utils.compare, which imports the serving code)."""
-    from .model_io import read_model_card
-
-    cards = {}
-    for card_file in sorted(models_dir.glob("*.json")):
-        model_file = card_file.with_suffix(".keras")
-        if model_file.is_file():
-            card = read_model_card(model_file)
-            card.setdefault("file", model_file.name)
-            cards[card.get("name", card_file.stem)] = card
-    return dict(sorted(cards.items(), key=lambda item: (item[1].get("kind") == "ensemble", item[0])))
+def _cards(models_dir: Path) -> dict[str, ModelCard]:
+    """The cards beside ``.keras`` files, the ensemble last (it runs its members again)."""
+    return dict(sorted(read_cards(models_dir).items(), key=lambda item: (item[1].kind == "ensemble", item[0])))
 
 
 def calibrate_folder(
@@ -446,11 +438,11 @@ def calibrate_folder(
         if only and name not in only:
             continue
         try:
-            class_set = int(card.get("parameters", {}).get("data", {}).get("class_set") or len(card["class_names"]))
+            class_set = card.class_set
             if class_set not in datasets:
                 datasets[class_set] = load_dataset(data_path, class_set)
             print(f"{name}: fitting T on PublicTest ({len(datasets[class_set].val)} faces)...", file=out, flush=True)
-            blocks[name] = calibrate_model(models_dir / card["file"], datasets[class_set], bins=bins,
+            blocks[name] = calibrate_model(models_dir / card.file_name, datasets[class_set], bins=bins,
                                            batch_size=batch_size, reports_dir=reports_dir)
         except (ValueError, FileNotFoundError, KeyError, RuntimeError) as error:
             errors[name] = str(error)
@@ -470,7 +462,7 @@ def calibration_table(blocks: Mapping[str, Mapping[str, Any]]) -> str:
     return "\n".join(lines)
 
 
-def reliability_grid(cards: Mapping[str, Mapping[str, Any]], models_dir: str | os.PathLike,
+def reliability_grid(cards: Mapping[str, ModelCard], models_dir: str | os.PathLike,
                      ncols: int = 4) -> tuple[Figure | None, list[str]]:
     """PrivateTest reliability of every calibrated model, before (grey) and after (blue) its temperature.
 
@@ -482,8 +474,9 @@ def reliability_grid(cards: Mapping[str, Mapping[str, Any]], models_dir: str | o
     models_dir = Path(models_dir)
     panels, notes = [], []
     for name, card in cards.items():
-        block = card.get("calibration")
-        if not block or "test_reliability" not in block:
+        card = ModelCard.of(card)
+        block = card.calibration
+        if not isinstance(block, dict) or "test_reliability" not in block:
             notes.append(f"{name}: not calibrated (no calibration in its card): run python -m fer_utils.calibration")
             continue
         recorded = block.get("predictions_sha256")
@@ -491,7 +484,7 @@ def reliability_grid(cards: Mapping[str, Mapping[str, Any]], models_dir: str | o
         if recorded and (not predictions.is_file() or file_sha256(predictions) != recorded):
             notes.append(f"{name}: its predictions changed since it was calibrated: run python -m fer_utils.calibration again")
             continue
-        panels.append((card.get("display_name", name), block))
+        panels.append((card.label(name), block))
     if not panels:
         return None, notes
     ncols = max(1, min(ncols, len(panels)))

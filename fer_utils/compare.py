@@ -1,13 +1,13 @@
 """Side-by-side comparison of trained models from their cards and saved predictions.
 
-``python -m fer_utils.compare [saved_models]`` prints the results table as Markdown (the README's
-table comes from it), timing each model on one face on this machine.
+``python -m fer_utils.compare [saved_models]`` prints the results table as Markdown, timing each
+model on one face on this machine. Its rows are :meth:`fer_utils.card.ModelCard.results_row`, the
+same the README's table (``python -m fer_utils.card readme``) is written from.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import os
 from pathlib import Path
 from typing import Mapping, Sequence
@@ -16,47 +16,26 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
+from .card import RESULT_COLUMNS, ModelCard, read_cards
+from .card import results_markdown as _results_markdown
 from .plotting import plot_confusion_matrix
-from .experiment import training_totals
-
-MODEL_ORDER = ("scratch_cnn", "resnet50", "mobilenetv2", "inceptionv3", "ensemble")
 
 
-def collect_cards(models_dir: str | os.PathLike) -> dict[str, dict]:
+def collect_cards(models_dir: str | os.PathLike) -> dict[str, ModelCard]:
     """Every model card (``<name>.json`` beside ``<name>.keras``) in a folder, in study order."""
-    models_dir = Path(models_dir)
-    cards = {}
-    for card_file in sorted(models_dir.glob("*.json")):
-        if not card_file.with_suffix(".keras").exists():
-            continue
-        with open(card_file) as stream:
-            card = json.load(stream)
-        cards[card.get("name", card_file.stem)] = card
-    order = {name: i for i, name in enumerate(MODEL_ORDER)}
-    return dict(sorted(cards.items(), key=lambda item: (order.get(item[1].get("kind"), 99), item[0])))
+    return read_cards(models_dir)
 
 
-def results_table(cards: Mapping[str, dict], split: str = "test") -> pd.DataFrame:
-    """Accuracy and macro-F1 (plain and flip-TTA), size, parameters and training time."""
+def results_table(cards: Mapping[str, ModelCard], split: str = "test") -> pd.DataFrame:
+    """Accuracy and macro-F1 (plain and flip-TTA), size (decimal MB), parameters and training time."""
     rows = []
     for name, card in cards.items():
-        metrics = card.get("metrics", {}).get(split, {})
-        plain, tta = metrics.get("plain", {}), metrics.get("tta", {})
-        rows.append({
-            "model": card.get("display_name", name),
-            "accuracy": plain.get("accuracy"),
-            "macro_f1": plain.get("macro_f1"),
-            "accuracy_tta": tta.get("accuracy"),
-            "macro_f1_tta": tta.get("macro_f1"),
-            "parameters": card.get("parameters_total"),
-            "size_mb": _megabytes(card.get("file_size_bytes", 0)),
-            "training_min": round((training_totals(card.get("training", {}))[1] or 0) / 60, 1),
-            "weights": card.get("weights_source", ""),
-        })
+        card = ModelCard.of(card)
+        rows.append({"model": card.label(name), **card.results_row(split)})
     return pd.DataFrame(rows).set_index("model") if rows else pd.DataFrame()
 
 
-def measure_latencies(cards: Mapping[str, dict], models_dir: str | os.PathLike, repeats: int = 30) -> dict[str, float]:
+def measure_latencies(cards: Mapping[str, ModelCard], models_dir: str | os.PathLike, repeats: int = 30) -> dict[str, float]:
     """Median milliseconds per single face for each model, through the serving path the demo and CLI use.
 
     The ensemble's figure is its members' forward passes plus its head, as one demo request pays it.
@@ -69,45 +48,19 @@ def measure_latencies(cards: Mapping[str, dict], models_dir: str | os.PathLike, 
     face = np.full((48, 48), 128, np.float32)
     latency = {}
     for name, card in cards.items():
-        loaded = by_file.get(Path(card["file"]).name)
+        card = ModelCard.of(card)
+        loaded = by_file.get(Path(card.file_name).name)
         if loaded is None:
             continue
         loaded.warm_up()
-        latency[card.get("display_name", name)] = round(measure_latency(loaded.predict, repeats, face)["median_ms"], 1)
+        latency[card.label(name)] = round(measure_latency(loaded.predict, repeats, face)["median_ms"], 1)
     return latency
 
 
-def _megabytes(size_bytes: int) -> float:
-    """One decimal, two below 1 MB: the ensemble's head-only file must not read as 0."""
-    size = size_bytes / 1e6
-    return round(size, 1 if size >= 1 else 2)
-
-
 def results_markdown(table: pd.DataFrame) -> str:
-    """The results table as a Markdown table, accuracies in percent."""
-    columns = {
-        "accuracy": "PrivateTest acc.", "macro_f1": "macro-F1", "accuracy_tta": "acc. (flip TTA)",
-        "macro_f1_tta": "macro-F1 (TTA)", "parameters": "parameters", "size_mb": "file MB",
-        "latency_ms": "ms / face", "training_min": "training min",
-    }
-    present = [column for column in columns if column in table]
-    lines = ["| model | " + " | ".join(columns[c] for c in present) + " |", "|---" * (len(present) + 1) + "|"]
-    for model, row in table.iterrows():
-        cells = []
-        for column in present:
-            value = row[column]
-            if value is None or (isinstance(value, float) and np.isnan(value)):
-                cells.append("")
-            elif column in ("accuracy", "accuracy_tta"):
-                cells.append(f"{100 * value:.1f} %")
-            elif column in ("macro_f1", "macro_f1_tta"):
-                cells.append(f"{value:.3f}")
-            elif column == "parameters":
-                cells.append(f"{int(value):,}")
-            else:
-                cells.append(f"{value:g}")
-        lines.append(f"| {model} | " + " | ".join(cells) + " |")
-    return "\n".join(lines)
+    """The results table as a Markdown table, accuracies in percent (the cells the README's table has)."""
+    present = [column for column in RESULT_COLUMNS if column in table]
+    return _results_markdown([(model, row) for model, row in table.iterrows()], present)
 
 
 def main(argv: Sequence[str] | None = None) -> None:

@@ -17,14 +17,13 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
+from .card import ModelCard, headline_metrics
 from .data import FerDataset, load_dataset
 from .files import file_sha256
 from .evaluation import evaluate_model
 from .plotting import plot_confusion_matrix, plot_roc_curves, save_figure
 from .experiment import load_predictions, predictions_path, resolve_data_path, resolve_path, save_predictions
-from .model_io import (
-    WEIGHTS_DTYPES, load_model, now_iso, read_model_card, round_weights, save_model, write_model_card,
-)
+from .model_io import WEIGHTS_DTYPES, load_model, now_iso, round_weights, save_model
 
 DataLoader = Callable[[int], FerDataset]
 
@@ -37,21 +36,21 @@ def convert_model(
 ) -> dict[str, Any]:
     """Re-store one saved model with ``weights_dtype`` weights; its card's figures become those of the stored weights."""
     path = Path(path)
-    card = read_model_card(path)
-    if "ensemble" in card:
+    card = ModelCard.read(path)
+    if card.is_ensemble:
         raise ValueError(f"'{path.name}' is an ensemble: its file holds only the head; convert its members")
-    if card.get("weights_dtype", "float32") == weights_dtype:
+    if card.stored_weights_dtype == weights_dtype:
         raise ValueError(f"'{path.name}' already stores its weights as {weights_dtype}")
     data = _data_of(card, data_for, path)
     model = round_weights(load_model(path), weights_dtype)
     evaluations = _evaluate(model, data, card)
-    before = {"weights_dtype": card.get("weights_dtype", "float32"), "file_size_bytes": card.get("file_size_bytes"),
-              "file_sha256": card.get("file_sha256")}
+    before = {"weights_dtype": card.stored_weights_dtype, "file_size_bytes": card.file_size_bytes,
+              "file_sha256": card.file_sha256}
     _record(card, evaluations, {"weights_dtype": weights_dtype, "converted_at": now_iso(), "before": before},
             f"Weights stored as {weights_dtype} after training (fer_utils.convert); the metrics were measured again on the stored weights.")
     save_model(model, path, card, weights_dtype=weights_dtype)
     moved = _write_results(path, card, evaluations["test"], data, reports_dir)
-    return _change(card["name"], before["metrics"], card["metrics"], moved)
+    return _change(card.model_name, before["metrics"], card.metrics, moved)
 
 
 def refresh_ensemble(
@@ -59,81 +58,75 @@ def refresh_ensemble(
 ) -> dict[str, Any] | None:
     """Re-measure an ensemble whose member files changed; ``None`` when none did."""
     path = Path(path)
-    card = read_model_card(path)
-    members = [(path.parent / member).resolve() for member in card["ensemble"]["members"]]
+    card = ModelCard.read(path)
+    members = [(path.parent / member).resolve() for member in card.ensemble_members]
     digests = [file_sha256(member) for member in members]
-    recorded = card["ensemble"].get("member_sha256") or digests
+    recorded = card.member_sha256 or digests
     if digests == recorded:
         return None
     for member, digest, trained_on in zip(members, digests, recorded):
-        converted_from = (read_model_card(member, missing_ok=True) or {}).get("storage", {}).get("before", {}).get("file_sha256")
+        converted_from = (ModelCard.read_if_present(member) or ModelCard()).converted_from_sha256
         if digest != trained_on and converted_from != trained_on:
             raise ValueError(f"ensemble '{path.name}' was trained on a different '{member.name}', not one this command "
                              "converted; retrain the ensemble after retraining a member")
     data = _data_of(card, data_for, path)
     evaluations = _evaluate(load_model(path, check_members=False), data, card)
     before = {"member_sha256": recorded}
-    card["ensemble"]["member_sha256"] = digests
+    card.record_member_sha256(digests)
     _record(card, evaluations, {"members_changed_at": now_iso(), "before": before},
             "Members re-stored (fer_utils.convert); the head is unchanged and the metrics were measured again with the members on disk.")
-    write_model_card(path, card)
+    card.write(path)
     moved = _write_results(path, card, evaluations["test"], data, reports_dir)
-    return _change(card["name"], before["metrics"], card["metrics"], moved)
+    return _change(card.model_name, before["metrics"], card.metrics, moved)
 
 
-def headline_metrics(metrics: dict[str, Any]) -> dict[str, Any]:
-    """Accuracy and macro-F1 per split and mode: what tables and cards compare."""
-    return {split: {mode: {key: values[key] for key in ("accuracy", "macro_f1")} for mode, values in modes.items()}
-            for split, modes in metrics.items()}
-
-
-def _record(card: dict[str, Any], evaluations: dict[str, Any], storage: dict[str, Any], note: str) -> None:
+def _record(card: ModelCard, evaluations: dict[str, Any], storage: dict[str, Any], note: str) -> None:
     """The new figures go in; the card keeps the earlier headline ones under ``storage.before``."""
-    storage["before"]["metrics"] = headline_metrics(card["metrics"])
-    card["metrics"] = {split: evaluation.metrics for split, evaluation in evaluations.items()}
-    card["storage"] = storage
-    card["notes"] = card.get("notes", []) + [note]
+    card.record_remeasure({split: evaluation.metrics for split, evaluation in evaluations.items()}, storage, note)
 
 
-def _data_of(card: dict[str, Any], data_for: DataLoader, path: Path) -> FerDataset:
-    class_set = int(card.get("parameters", {}).get("data", {}).get("class_set") or len(card["class_names"]))
-    data = data_for(class_set)
-    if data.checksum != card["data"]["sha256"]:
-        raise ValueError(f"'{path.name}' was measured on another copy of the data (sha256 {card['data']['sha256'][:12]}...); "
+def _data_of(card: ModelCard, data_for: DataLoader, path: Path) -> FerDataset:
+    data = data_for(card.class_set)
+    recorded = card.data_sha256
+    if recorded is None:
+        raise ValueError(f"'{path.name}': its card does not record the data it was measured on (data.sha256)")
+    if data.checksum != recorded:
+        raise ValueError(f"'{path.name}' was measured on another copy of the data (sha256 {recorded[:12]}...); "
                          f"point --data at that one, not {Path(data.source).name} ({data.checksum[:12]}...)")
-    if list(data.class_names) != card["class_names"]:
-        raise ValueError(f"'{path.name}' predicts {card['class_names']}, the data has {list(data.class_names)}")
+    if list(data.class_names) != card.class_names:
+        raise ValueError(f"'{path.name}' predicts {card.class_names}, the data has {list(data.class_names)}")
     return data
 
 
-def _evaluate(model, data: FerDataset, card: dict[str, Any]) -> dict[str, Any]:
-    tta = "tta" in card["metrics"].get("test", {})
+def _evaluate(model, data: FerDataset, card: ModelCard) -> dict[str, Any]:
+    tta = card.measured_with_tta
     return {split: evaluate_model(model, getattr(data, split).images, getattr(data, split).labels, data.class_names, tta=tta)
             for split in ("val", "test")}
 
 
-def _write_results(path: Path, card: dict[str, Any], test, data: FerDataset, reports_dir) -> int | None:
+def _write_results(path: Path, card: ModelCard, test, data: FerDataset, reports_dir) -> int | None:
     """The prediction file and the figures the model's notebook wrote, where they exist.
 
     Returns on how many test faces the predicted class moved, from the prediction file it replaces.
     """
-    predictions = predictions_path(path.parent, card["name"])
+    name = card.model_name
+    predictions = predictions_path(path.parent, name)
     moved = None
     if predictions.exists():
         earlier = load_predictions(predictions)["proba"]
         if earlier.shape == test.proba.shape:
             moved = int(np.sum(earlier.argmax(axis=1) != test.proba.argmax(axis=1)))
         save_predictions(predictions, test.proba, test.proba_tta, data.class_names)
-    reports = Path(reports_dir) / card["name"] if reports_dir else None
+    reports = Path(reports_dir) / name if reports_dir else None
     if reports is None or not reports.is_dir():
         return moved
     matrix = test.metrics["plain"]["confusion_matrix"]
     for normalize, figure_name in ((False, "confusion_matrix.png"), (True, "confusion_matrix_normalized.png")):
         if (reports / figure_name).exists():
-            title = f"{card['name']} on PrivateTest" + (" (row-normalised)" if normalize else "")
+            title = f"{name} on PrivateTest" + (" (row-normalised)" if normalize else "")
             save_figure(plot_confusion_matrix(matrix, data.class_names, normalize=normalize, title=title), reports / figure_name)
     if (reports / "roc_curves.png").exists():
-        figure = plot_roc_curves(data.test.labels, test.proba, data.class_names, title=f"{card['name']}: one-vs-rest ROC")
+        figure = plot_roc_curves(data.test.labels, test.proba, data.class_names, title=f"{name}: one-vs-rest ROC")
         save_figure(figure, reports / "roc_curves.png")
     return moved
 
@@ -191,7 +184,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         lambda: convert_model(model, data_for, args.weights_dtype, args.reports_dir))]
     for folder in dict.fromkeys(model.parent for model in converted):
         for ensemble in sorted(folder.glob("*.keras")):
-            if "ensemble" in (read_model_card(ensemble, missing_ok=True) or {}):
+            if (ModelCard.read_if_present(ensemble) or ModelCard()).is_ensemble:
                 attempt(f"{ensemble}: measuring again with its members on disk ...",
                         lambda: refresh_ensemble(ensemble, data_for, args.reports_dir))
     return 1 if failures else 0

@@ -1,4 +1,4 @@
-"""Saving and loading models with their JSON model cards, atomically.
+"""Saving and loading models with their JSON model cards (:mod:`fer_utils.card`), atomically.
 
 A model file is written next to its final name and renamed into place, so a crash or a
 full disk never leaves a half-written model where a loader would find it. An ensemble
@@ -11,35 +11,29 @@ from __future__ import annotations
 
 import datetime as _dt
 import io
-import json
 import os
 import platform
 import zipfile
 from pathlib import Path
-from typing import Any
+from typing import Any, Mapping
 
 import h5py
 import keras
 import numpy as np
 
+from .card import CARD_SUFFIX, ModelCard, card_path  # noqa: F401 (CARD_SUFFIX, card_path: re-exported)
 from .files import atomic_write, file_sha256
 from .models import build_ensemble, ensemble_combine, ensemble_parts
 
-CARD_SUFFIX = ".json"
 #: How a model file stores its weights: as trained, or rounded to half precision.
 WEIGHTS_DTYPES = ("float32", "float16")
 _FLOAT16_MAX = float(np.finfo(np.float16).max)
 
 
-def card_path(model_path: str | os.PathLike) -> Path:
-    """Where a model's card lives: beside it, same name, ``.json``."""
-    return Path(model_path).with_suffix(CARD_SUFFIX)
-
-
 def save_model(
     model: keras.Model,
     path: str | os.PathLike,
-    card: dict[str, Any] | None = None,
+    card: ModelCard | Mapping[str, Any] | None = None,
     *,
     weights_dtype: str = "float32",
 ) -> Path:
@@ -143,7 +137,7 @@ def save_ensemble(
     ensemble: keras.Model,
     path: str | os.PathLike,
     member_paths: list[str | os.PathLike],
-    card: dict[str, Any] | None = None,
+    card: ModelCard | Mapping[str, Any] | None = None,
 ) -> Path:
     """Save only the ensemble's head; the card lists the member files (relative paths)."""
     path = _keras_path(path)
@@ -151,8 +145,8 @@ def save_ensemble(
     if len(members) != len(member_paths):
         raise ValueError(f"the ensemble has {len(members)} members but {len(member_paths)} member paths were given")
     relative = [os.path.relpath(Path(p).resolve(), path.parent.resolve()) for p in member_paths]
-    card = dict(card or {})
-    card["ensemble"] = {
+    card = ModelCard.of(card).copy()
+    card.ensemble = {
         "members": relative,
         "member_sha256": [file_sha256(p) for p in member_paths],
         "assembly": "load each member file, run them side by side on the same face, concatenate "
@@ -178,11 +172,11 @@ def load_model(path: str | os.PathLike, *, check_members: bool = True) -> keras.
     if not path.is_file():
         raise FileNotFoundError(f"no model file at '{path}'")
     model = _load_keras(path)
-    card = read_model_card(path, missing_ok=True)
-    if not card or "ensemble" not in card:
+    card = ModelCard.read_if_present(path)
+    if card is None or not card.is_ensemble:
         return model
     members = [load_model(member) for member in ensemble_member_paths(path, card, check=check_members)]
-    return assemble_ensemble(model, members, card.get("name", path.stem))
+    return assemble_ensemble(model, members, card.model_name or path.stem)
 
 
 def _load_keras(path: Path) -> keras.Model:
@@ -198,14 +192,15 @@ def load_ensemble_head(path: str | os.PathLike) -> keras.Model:
     return _load_keras(Path(path))
 
 
-def ensemble_member_paths(path: str | os.PathLike, card: dict[str, Any], *, check: bool = True) -> list[Path]:
+def ensemble_member_paths(path: str | os.PathLike, card: ModelCard | Mapping[str, Any], *, check: bool = True) -> list[Path]:
     """The member files an ensemble's card names, each checked: present, not damaged, and (``check``)
     the very file the head was trained on (its sha256). The one place these checks are made."""
     path = Path(path)
-    member_files = (card.get("ensemble") or {}).get("members") or []
+    card = ModelCard.of(card)
+    member_files = card.ensemble_members
     if not member_files:
         raise ValueError(f"its card {card_path(path).name} does not list the ensemble's members")
-    digests = card["ensemble"].get("member_sha256") or [None] * len(member_files)
+    digests = card.member_sha256 or [None] * len(member_files)
     paths = []
     for member_file, digest in zip(member_files, digests):
         member_path = (path.parent / member_file).resolve()
@@ -235,35 +230,17 @@ def assemble_ensemble(head: keras.Model, members: list[keras.Model], name: str =
     return build_ensemble(members, head=head, name=name)
 
 
-def write_model_card(model_path: str | os.PathLike, card: dict[str, Any]) -> Path:
-    """Write the card JSON atomically beside the model."""
-    target = card_path(model_path)
-    with atomic_write(target) as partial:
-        partial.write_text(json.dumps(card, indent=2, default=_jsonable) + "\n")
-    return target
+def write_model_card(model_path: str | os.PathLike, card: ModelCard | Mapping[str, Any]) -> Path:
+    """Write the card JSON atomically beside the model (a dict card is taken as a :class:`ModelCard`)."""
+    return ModelCard.of(card).write(model_path)
 
 
-def read_model_card(model_path: str | os.PathLike, missing_ok: bool = False) -> dict[str, Any] | None:
-    target = card_path(model_path)
-    if not target.is_file():
-        if missing_ok:
-            return None
-        raise FileNotFoundError(f"no model card at '{target}'")
-    try:
-        with open(target) as stream:
-            card = json.load(stream)
-    except json.JSONDecodeError as error:
-        raise ValueError(f"its card {target.name} is not valid JSON ({error.msg} at line {error.lineno}, "
-                         f"column {error.colno}); fix the card or delete it") from None
-    except UnicodeDecodeError:
-        raise ValueError(f"its card {target.name} is not a text file; fix the card or delete it") from None
-    if not isinstance(card, dict):
-        raise ValueError(f"its card {target.name} holds a JSON {type(card).__name__}, not an object; "
-                         "fix the card or delete it")
-    return card
+def read_model_card(model_path: str | os.PathLike, missing_ok: bool = False) -> ModelCard | None:
+    """The model's :class:`ModelCard` (``missing_ok``: None when it has none); a broken card says what is wrong."""
+    return ModelCard.read_if_present(model_path) if missing_ok else ModelCard.read(model_path)
 
 
-def verify_card(model_path: str | os.PathLike, card: dict[str, Any] | None, model: keras.Model | None = None) -> None:
+def verify_card(model_path: str | os.PathLike, card: ModelCard | Mapping[str, Any] | None, model: keras.Model | None = None) -> None:
     """Refuse a card that describes another file: its ``file_sha256`` (and parameter count) must match.
 
     Copying one model over another leaves the old card beside it; without this check the app
@@ -271,15 +248,16 @@ def verify_card(model_path: str | os.PathLike, card: dict[str, Any] | None, mode
     """
     if not card:
         return
+    card = ModelCard.of(card)
     path = Path(model_path)
-    recorded = card.get("file_sha256")
+    recorded = card.file_sha256
     if isinstance(recorded, str) and recorded and file_sha256(path) != recorded:
         raise ValueError(
             f"its card {card_path(path).name} describes another file than {path.name} (sha256 {recorded[:12]}... "
             f"recorded, {file_sha256(path)[:12]}... on disk): restore the matching model or card"
         )
-    parameters = card.get("parameters_total")
-    if model is not None and "ensemble" not in card and isinstance(parameters, int) and model.count_params() != parameters:
+    parameters = card.parameters_total
+    if model is not None and not card.is_ensemble and isinstance(parameters, int) and model.count_params() != parameters:
         raise ValueError(
             f"its card {card_path(path).name} records {parameters:,} parameters but {path.name} has "
             f"{model.count_params():,}: restore the matching model or card"
@@ -326,16 +304,21 @@ def now_iso() -> str:
     return _dt.datetime.now(_dt.timezone.utc).replace(microsecond=0).isoformat()
 
 
-def _with_file_facts(card: dict[str, Any], model: keras.Model, path: Path, weights_dtype: str = "float32") -> dict[str, Any]:
-    card = dict(card)
-    card.setdefault("name", path.stem)
-    card["file"] = path.name
-    card["file_size_bytes"] = path.stat().st_size
-    card["file_sha256"] = file_sha256(path)
-    card["weights_dtype"] = weights_dtype
-    card["parameters_total"] = int(model.count_params())
-    card.setdefault("saved_at", now_iso())
-    card.setdefault("versions", library_versions())
+def _with_file_facts(card: ModelCard | Mapping[str, Any], model: keras.Model, path: Path,
+                     weights_dtype: str = "float32") -> ModelCard:
+    """A copy of the card with the saved file's name, size, checksum, weights dtype and parameter count."""
+    card = ModelCard.of(card).copy()
+    if "name" not in card:
+        card.name = path.stem
+    card.file = path.name
+    card.file_size_bytes = path.stat().st_size
+    card.file_sha256 = file_sha256(path)
+    card.weights_dtype = weights_dtype
+    card.parameters_total = int(model.count_params())
+    if "saved_at" not in card:
+        card.saved_at = now_iso()
+    if "versions" not in card:
+        card.versions = library_versions()
     return card
 
 
@@ -344,14 +327,3 @@ def _keras_path(path: str | os.PathLike) -> Path:
     if path.suffix != ".keras":
         raise ValueError(f"model files use the .keras format; got '{path.name}'")
     return path
-
-
-def _jsonable(value: Any) -> Any:
-    """numpy scalars and arrays, paths and tuples in cards become plain JSON."""
-    if hasattr(value, "tolist"):
-        return value.tolist()
-    if isinstance(value, (Path, os.PathLike)):
-        return str(value)
-    if isinstance(value, (set, frozenset)):
-        return sorted(value)
-    raise TypeError(f"{type(value).__name__} is not JSON serialisable")

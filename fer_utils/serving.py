@@ -31,6 +31,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from .card import ModelCard
 from .data import CLASS_SETS, IMAGE_SIZE
 from .explain import overlay_heatmap
 from .faces import (
@@ -40,7 +41,7 @@ from .faces import (
 from .imaging import DecodedImage, decode_image
 from .inference import TracedFunction
 from .model_io import (
-    assemble_ensemble, ensemble_member_paths, load_ensemble_head, load_model, read_model_card, verify_card,
+    assemble_ensemble, ensemble_member_paths, load_ensemble_head, load_model, verify_card,
 )
 
 from .names import DISPLAY_NAMES, MODEL_NAMES
@@ -108,7 +109,7 @@ class LoadedModel:
     key: str
     display_name: str
     path: Path
-    card: dict[str, Any]
+    card: ModelCard  # empty for a model without one
     class_names: tuple[str, ...]
     model: keras.Model  # face -> probabilities (for the ensemble: members + head, sharing the members)
     forward: FastForward | None  # None for the ensemble: members + head instead
@@ -126,9 +127,7 @@ class LoadedModel:
     @property
     def temperature(self) -> float:
         """The temperature its card's calibration block records (fitted on PublicTest), else 1."""
-        block = (self.card or {}).get("calibration") or {}
-        value = block.get("temperature") if block.get("method") == "temperature" else None
-        return float(value) if isinstance(value, (int, float)) and value > 0 else 1.0
+        return ModelCard.of(self.card).temperature
 
     def calibrated(self, probabilities: np.ndarray) -> np.ndarray:
         """The model's probabilities after its temperature: what people are shown (same predicted class)."""
@@ -250,11 +249,11 @@ def compile_forward(model: keras.Model, spec: tf.TensorSpec = FACE_SPEC, warm_up
     return forward
 
 
-def card_class_names(card: dict[str, Any], num_classes: int) -> tuple[str, ...]:
+def card_class_names(card: ModelCard | None, num_classes: int) -> tuple[str, ...]:
     """The card's class names when they fit the model, else the project's class set of that size."""
-    names = card.get("class_names") if card else None
-    if isinstance(names, (list, tuple)) and len(names) == num_classes and all(isinstance(n, str) for n in names):
-        return tuple(names)
+    names = ModelCard.of(card).fitting_class_names(num_classes)
+    if names is not None:
+        return names
     if num_classes in CLASS_SETS:
         return CLASS_SETS[num_classes]
     return tuple(f"class {i}" for i in range(num_classes))
@@ -298,8 +297,8 @@ def load_models(models_dir: str | os.PathLike, keys: tuple[str, ...] = MODEL_NAM
 
 def _load_single(key: str, path: Path, warm_up: bool = True) -> LoadedModel:
     """One network; a broken card or one that describes another file refuses it (a missing card does not)."""
-    card = read_model_card(path, missing_ok=True) or {}
-    if "ensemble" in card:
+    card = ModelCard.read_if_present(path) or ModelCard()
+    if card.is_ensemble:
         raise ValueError("its card describes an ensemble; an ensemble must be saved as ensemble.keras")
     model = load_model(path)  # safe mode
     verify_card(path, card, model)
@@ -317,7 +316,7 @@ def _load_single(key: str, path: Path, warm_up: bool = True) -> LoadedModel:
 
 def _load_ensemble(path: Path, loaded: dict[str, LoadedModel], warm_up: bool = True) -> LoadedModel:
     """Load only the head, and take the members from the models already loaded."""
-    card = read_model_card(path, missing_ok=True) or {}
+    card = ModelCard.read_if_present(path) or ModelCard()
     by_path = {model.path.resolve(): model for model in loaded.values()}
     members = []
     for member_path in ensemble_member_paths(path, card):
@@ -338,7 +337,7 @@ def _load_ensemble(path: Path, loaded: dict[str, LoadedModel], warm_up: bool = T
         display_name=_display_name("ensemble", card),
         path=path,
         card=card,
-        class_names=card_class_names(card, k) if card.get("class_names") else members[0].class_names,
+        class_names=card_class_names(card, k) if card.class_names else members[0].class_names,
         model=model,
         forward=None,
         members=tuple(members),
@@ -357,9 +356,8 @@ def _check_shapes(model: keras.Model) -> int:
     return int(output_shape[1])
 
 
-def _display_name(key: str, card: dict[str, Any]) -> str:
-    name = card.get("display_name") if card else None
-    return name if isinstance(name, str) and name.strip() else DISPLAY_NAMES.get(key, key)
+def _display_name(key: str, card: ModelCard) -> str:
+    return card.label(DISPLAY_NAMES.get(key, key))
 
 
 def _short(error: Exception, limit: int = 160) -> str:
@@ -617,11 +615,9 @@ def analyse_photo(models: ModelSet, source: str | os.PathLike | bytes, **options
     return analysis
 
 
-def card_accuracy(card: dict[str, Any]) -> float | None:
+def card_accuracy(card: ModelCard | None) -> float | None:
     """PrivateTest accuracy (plain) from a card, or None where the card does not record it."""
-    test = ((card or {}).get("metrics") or {}).get("test") or {}
-    value = (test.get("plain") or {}).get("accuracy") if isinstance(test.get("plain"), dict) else test.get("accuracy")
-    return float(value) if isinstance(value, (int, float)) else None
+    return ModelCard.of(card).metric("test", "plain", "accuracy")
 
 
 def fastest_model(models: ModelSet, within: float = 0.02, repeats: int = 20) -> str:

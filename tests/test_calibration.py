@@ -20,6 +20,7 @@ from fer_utils.calibration import (
     reliability_diagram,
     reliability_grid,
 )
+from fer_utils.card import ModelCard
 from fer_utils.compare import collect_cards
 from fer_utils.data import load_dataset
 from fer_utils.evaluation import predict_proba
@@ -137,7 +138,7 @@ def model_folder(tmp_path):
 def test_cli_writes_the_calibration_block_and_figure_and_a_second_run_changes_nothing(model_folder, tmp_path, capsys):
     csv, data, folder = model_folder
     reports = tmp_path / "reports"
-    before = {name: model_io.read_model_card(folder / f"{name}.keras") for name in ("cnn_a", "cnn_b", "ensemble")}
+    before = {name: ModelCard.read(folder / f"{name}.keras") for name in ("cnn_a", "cnn_b", "ensemble")}
     files_before = {path.name: path.read_bytes() for path in folder.glob("*.keras")}
 
     assert calibration.main([str(folder), "--data", str(csv), "--reports-dir", str(reports)]) == 0
@@ -146,9 +147,11 @@ def test_cli_writes_the_calibration_block_and_figure_and_a_second_run_changes_no
     assert len(rows) == 3
 
     for name, card_before in before.items():
-        card = model_io.read_model_card(folder / f"{name}.keras")
-        block = card.pop("calibration")
-        assert card == card_before, "nothing but the calibration block changes in a card"
+        card = ModelCard.read(folder / f"{name}.keras")
+        block = card.calibration
+        assert card_before.calibration is None and card.temperature == block["temperature"] > 0
+        assert card.to_dict() == {**card_before.to_dict(), "calibration": block}, "nothing but the calibration block changes in a card"
+        assert list(card.to_dict()) == [*card_before.to_dict(), "calibration"], "the other keys keep their order"
         assert CALIBRATION_KEYS <= set(block)
         assert block["method"] == "temperature" and block["fitted_on"] == "PublicTest" and block["bins"] == 15
         assert block["data_sha256"] == data.checksum
@@ -157,7 +160,7 @@ def test_cli_writes_the_calibration_block_and_figure_and_a_second_run_changes_no
     assert {path.name: path.read_bytes() for path in folder.glob("*.keras")} == files_before, "model files untouched"
 
     # the block's figures are what the functions give on the same probabilities: T from PublicTest only
-    a = model_io.read_model_card(folder / "cnn_a.keras")["calibration"]
+    a = ModelCard.read(folder / "cnn_a.keras").calibration
     model = model_io.load_model(folder / "cnn_a.keras")
     val = predict_proba(model, data.val.images)
     assert a["temperature"] == pytest.approx(fit_temperature(val, data.val.labels), rel=1e-9)
@@ -166,8 +169,8 @@ def test_cli_writes_the_calibration_block_and_figure_and_a_second_run_changes_no
     assert a["test_probabilities"] == "cnn_a_predictions.npz"
     assert a["test_ece_after"] == pytest.approx(expected_calibration_error(apply_temperature(shipped, a["temperature"]), data.test.labels))
     assert a["test_ece_after"] < a["test_ece_before"] and a["test_nll_after"] < a["test_nll_before"]
-    assert a["test_accuracy"] == before["cnn_a"]["metrics"]["test"]["plain"]["accuracy"], "argmax unchanged"
-    b = model_io.read_model_card(folder / "cnn_b.keras")["calibration"]
+    assert a["test_accuracy"] == before["cnn_a"].headline().accuracy, "argmax unchanged"
+    b = ModelCard.read(folder / "cnn_b.keras").calibration
     assert b["test_probabilities"] == "predicted from the model file" and b["predictions_sha256"] is None
 
     cards_after = {path.name: path.read_bytes() for path in folder.glob("*.json")}

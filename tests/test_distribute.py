@@ -185,7 +185,7 @@ def test_two_workers_on_loopback_train_together_and_only_the_chief_saves(tmp_pat
     faces = np.random.default_rng(0).integers(0, 256, (3, 48, 48, 1)).astype("float32")
     proba = np.asarray(model(faces))
     assert proba.shape == (3, 7) and np.allclose(proba.sum(axis=1), 1, atol=1e-5)
-    assert read_model_card(tmp_path / "models" / "scratch_cnn.keras")["name"] == "scratch_cnn"
+    assert read_model_card(tmp_path / "models" / "scratch_cnn.keras").name == "scratch_cnn"
 
 
 def test_make_strategy_choices(monkeypatch):
@@ -270,11 +270,11 @@ def test_the_paper_plan_runs_end_to_end_on_cpu_with_random_weights_and_tiny_limi
     for name in ["scratch_cnn", *sizes, "ensemble"]:
         path = tmp_path / "models" / f"{name}.keras"
         card = read_model_card(path)
-        assert card["name"] == name and card["data"]["split_sizes"] == {"train": 14, "val": 14, "test": 14}
-        assert card["training"]["epochs_run"] == 1
+        assert card.name == name and card.data["split_sizes"] == {"train": 14, "val": 14, "test": 14}
+        assert card.training["epochs_run"] == 1
         if name in sizes:
-            assert card["parameters"]["model"]["image_size"] == sizes[name], "the study's input size"
-            assert "random initialisation" in card["weights_source"]
+            assert card.parameters["model"]["image_size"] == sizes[name], "the study's input size"
+            assert "random initialisation" in card.weights_source
     model = load_model(tmp_path / "models" / "ensemble.keras")
     assert model(np.zeros((1, 48, 48, 1), "float32")).shape == (1, 7)
     assert not (ROOT / "saved_models" / "paper").exists(), "every output went to the test's folders"

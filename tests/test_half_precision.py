@@ -7,6 +7,7 @@ import pytest
 from synthetic import synthetic_faces, write_fer_csv, write_synthetic_fer_csv
 
 from fer_utils import convert, experiment, model_io, models
+from fer_utils.card import ModelCard
 from fer_utils.data import load_dataset
 from fer_utils.files import file_sha256
 from fer_utils.evaluation import evaluate_model, predict_proba
@@ -21,6 +22,7 @@ def _train_cnn(train, val, work_dir, seed: int, filters=(16, 32)):
     return train_model(build, train, val, config, work_dir).model
 
 
+@pytest.mark.slow  # trains
 def test_float16_file_is_half_the_size_and_loads_exactly_the_rounded_model(synthetic_splits, tmp_path):
     model = _train_cnn(synthetic_splits["train"], synthetic_splits["val"], tmp_path / "work", seed=1)
     faces, labels = synthetic_splits["test"].images, synthetic_splits["test"].labels
@@ -34,7 +36,7 @@ def test_float16_file_is_half_the_size_and_loads_exactly_the_rounded_model(synth
 
     assert model_io.stored_weights_dtypes(full) == {"float32"} and model_io.stored_weights_dtypes(half) == {"float16"}
     assert half.stat().st_size < 0.6 * full.stat().st_size
-    assert model_io.read_model_card(half)["weights_dtype"] == "float16"
+    assert ModelCard.read(half).weights_dtype == "float16"
     reloaded = model_io.load_model(half)
     assert all(w.dtype == "float32" for w in reloaded.weights if "seed" not in w.path), "layers compute in float32"
     np.testing.assert_array_equal(predict_proba(reloaded, faces), rounded)
@@ -91,10 +93,11 @@ def _save_like_a_notebook(model, name, kind, data, folder, reports):
     return path
 
 
+@pytest.mark.slow  # trains
 def test_convert_restores_a_member_measures_it_again_and_updates_its_ensemble(trained_folder, capsys):
     csv, data, folder, reports = trained_folder
     member, other, ensemble = folder / "cnn_a.keras", folder / "cnn_b.keras", folder / "ensemble.keras"
-    card_before = model_io.read_model_card(member)
+    card_before = ModelCard.read(member)
     other_before = other.read_bytes()
 
     assert convert.main([str(member), "--data", str(csv), "--reports-dir", str(reports)]) == 0
@@ -102,27 +105,28 @@ def test_convert_restores_a_member_measures_it_again_and_updates_its_ensemble(tr
     assert "test plain accuracy" in output and "ensemble.keras: measuring again" in output
     assert "predicted class changed on" in output
 
-    card = model_io.read_model_card(member)
-    assert card["weights_dtype"] == "float16" and model_io.stored_weights_dtypes(member) == {"float16"}
-    assert card["file_size_bytes"] < 0.6 * card_before["file_size_bytes"]
-    assert card["storage"]["before"]["metrics"] == convert.headline_metrics(card_before["metrics"])
-    assert card["storage"]["before"]["file_sha256"] == card_before["file_sha256"] != card["file_sha256"]
+    card = ModelCard.read(member)
+    assert card.weights_dtype == "float16" and model_io.stored_weights_dtypes(member) == {"float16"}
+    assert card.file_size_bytes < 0.6 * card_before.file_size_bytes
+    assert card.storage["before"]["metrics"] == convert.headline_metrics(card_before.metrics) == card_before.headline_metrics()
+    assert card.converted_from_sha256 == card_before.file_sha256 != card.file_sha256
     stored = model_io.load_model(member)
     measured = evaluate_model(stored, data.test.images, data.test.labels, data.class_names)
-    assert card["metrics"]["test"]["plain"]["accuracy"] == measured.metrics["plain"]["accuracy"]
-    assert card["metrics"]["test"]["tta"]["macro_f1"] == measured.metrics["tta"]["macro_f1"]
+    assert card.headline().accuracy == measured.metrics["plain"]["accuracy"]
+    assert card.headline().macro_f1_tta == measured.metrics["tta"]["macro_f1"]
     np.testing.assert_allclose(np.load(folder / "cnn_a_predictions.npz")["proba"], measured.proba, atol=1e-6)
     assert (reports / "cnn_a" / "confusion_matrix_normalized.png").read_bytes()[:4] == b"\x89PNG", "the figure is redrawn"
     assert other.read_bytes() == other_before, "a model not named is left alone"
 
-    ensemble_card = model_io.read_model_card(ensemble)
-    assert ensemble_card["ensemble"]["member_sha256"] == [file_sha256(member), file_sha256(other)]
-    assert ensemble_card["storage"]["before"]["member_sha256"][0] == card_before["file_sha256"]
+    ensemble_card = ModelCard.read(ensemble)
+    assert ensemble_card.member_sha256 == [file_sha256(member), file_sha256(other)]
+    assert ensemble_card.storage["before"]["member_sha256"][0] == card_before.file_sha256
     reloaded = model_io.load_model(ensemble)  # checks the members' checksums
     accuracy = np.mean(predict_proba(reloaded, data.test.images).argmax(1) == data.test.labels)
-    assert ensemble_card["metrics"]["test"]["plain"]["accuracy"] == pytest.approx(accuracy)
+    assert ensemble_card.headline().accuracy == pytest.approx(accuracy)
 
 
+@pytest.mark.slow  # trains
 def test_convert_reports_each_bad_model_and_goes_on(trained_folder, tmp_path, capsys):
     csv, data, folder, reports = trained_folder
     where = ["--data", str(csv), "--reports-dir", str(reports)]
@@ -135,13 +139,14 @@ def test_convert_reports_each_bad_model_and_goes_on(trained_folder, tmp_path, ca
     assert "already stores its weights as float16" in output
     assert "is an ensemble: its file holds only the head; convert its members" in output
     assert "no model card" in output
-    assert model_io.read_model_card(folder / "cnn_b.keras")["weights_dtype"] == "float16", "the good one still ran"
+    assert ModelCard.read(folder / "cnn_b.keras").weights_dtype == "float16", "the good one still ran"
     model_io.load_model(folder / "ensemble.keras")
 
     x, y = synthetic_faces(5, seed=99)
     other_copy = write_fer_csv(tmp_path / "other.csv", x, y, ["Training", "PublicTest", "PrivateTest", "Training", "Training"] * 7)
-    model_io.save_model(model_io.load_model(folder / "cnn_b.keras"), folder / "cnn_c.keras",
-                        {**model_io.read_model_card(folder / "cnn_b.keras"), "name": "cnn_c", "weights_dtype": "float32"})
+    copied = ModelCard.read(folder / "cnn_b.keras").copy()
+    copied.name, copied.weights_dtype = "cnn_c", "float32"
+    model_io.save_model(model_io.load_model(folder / "cnn_b.keras"), folder / "cnn_c.keras", copied)
     assert convert.main([str(folder / "cnn_c.keras"), "--data", str(other_copy), "--reports-dir", str(reports)]) == 1
     assert "was measured on another copy of the data" in capsys.readouterr().out
     with pytest.raises(SystemExit):
@@ -149,6 +154,7 @@ def test_convert_reports_each_bad_model_and_goes_on(trained_folder, tmp_path, ca
     assert "no FER2013 at" in capsys.readouterr().err
 
 
+@pytest.mark.slow  # trains
 def test_convert_does_not_paper_over_a_retrained_member(trained_folder, capsys):
     """Only a conversion of the very file the ensemble was trained on may update its checksums."""
     csv, data, folder, reports = trained_folder

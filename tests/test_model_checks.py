@@ -14,7 +14,7 @@ import pytest  # noqa: E402
 TESTS = pathlib.Path(__file__).resolve().parent
 sys.path.insert(0, str(TESTS))
 
-from test_demo import MEMBERS, trained_models_dir  # noqa: E402
+from demo_fixtures import MEMBERS, trained_models_dir  # noqa: E402
 
 
 @pytest.fixture()
@@ -40,12 +40,12 @@ def test_a_card_that_describes_another_file_refuses_that_model(folder):
 
 
 def test_a_card_with_the_wrong_parameter_count_is_refused(folder):
-    import json
+    from fer_utils.card import ModelCard
 
-    card = json.loads((folder / "resnet50.json").read_text())
-    card.pop("file_sha256")
-    card["parameters_total"] = 123
-    (folder / "resnet50.json").write_text(json.dumps(card))
+    card = ModelCard.read(folder / "resnet50.json")
+    card.file_sha256 = None  # no checksum to refuse it by: the parameter count must
+    card.parameters_total = 123
+    card.write(folder / "resnet50.json")
     reason = load(folder).missing["resnet50"]
     assert "resnet50.json records 123 parameters" in reason
 
@@ -84,18 +84,17 @@ def test_reasons_never_show_the_servers_paths(folder):
 
 def test_the_app_shows_calibrated_probabilities_and_the_ensemble_combines_raw_ones(folder):
     """A card's temperature changes what people see, not the predicted class or the ensemble's inputs."""
-    import json
-
     import numpy as np
 
     from fer_utils.calibration import apply_temperature
+    from fer_utils.card import ModelCard
     from fer_utils.serving import predict_all
     from synthetic import synthetic_face
 
     for name, temperature in (("scratch_cnn", 2.0), ("ensemble", 1.5)):
-        card = json.loads((folder / f"{name}.json").read_text())
-        card["calibration"] = {"method": "temperature", "temperature": temperature, "fitted_on": "PublicTest"}
-        (folder / f"{name}.json").write_text(json.dumps(card))
+        card = ModelCard.read(folder / f"{name}.json")
+        card.calibration = {"method": "temperature", "temperature": temperature, "fitted_on": "PublicTest"}
+        card.write(folder / f"{name}.json")
     models = load(folder)
     face = synthetic_face(3, np.random.default_rng(0))
     by_key = {p.key: p for p in predict_all(models, face)}

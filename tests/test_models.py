@@ -40,8 +40,8 @@ def test_builder_trains_saves_reloads_identically(kind, tmp_path):
     reloaded = model_io.load_model(path)
     np.testing.assert_allclose(reloaded.predict(faces, verbose=0), expected, rtol=1e-5, atol=1e-6)
     card = model_io.read_model_card(path)
-    assert card["parameters_total"] == model.count_params()
-    assert card["file_size_bytes"] == path.stat().st_size
+    assert card.parameters_total == model.count_params()
+    assert card.file_size_bytes == path.stat().st_size
 
 
 @pytest.mark.parametrize("class_set", sorted(CLASS_SETS))
@@ -187,7 +187,7 @@ def test_ensemble_concatenates_frozen_members_and_saves_only_its_head(tmp_path):
     reloaded = model_io.load_model(path)
     np.testing.assert_allclose(reloaded.predict(faces, verbose=0), ensemble.predict(faces, verbose=0), rtol=1e-5)
     card = model_io.read_model_card(path)
-    assert card["ensemble"]["members"] == ["cnn_a.keras", "cnn_b.keras", "mobilenetv2.keras"]
+    assert card.ensemble_members == ["cnn_a.keras", "cnn_b.keras", "mobilenetv2.keras"]
 
     # Retraining a member without retraining the ensemble is caught on load.
     model_io.save_model(models.build_scratch_cnn(4, name="cnn_a"), member_paths[0])
@@ -223,7 +223,7 @@ def test_mean_ensemble_averages_member_probabilities_and_its_file_has_no_weights
     np.testing.assert_allclose(ensemble.predict(faces, verbose=0), expected, rtol=1e-5)
 
     path = model_io.save_ensemble(ensemble, tmp_path / "ensemble.keras", member_paths, {"name": "ensemble"})
-    assert model_io.read_model_card(path)["ensemble"]["combine"] == "mean"
+    assert model_io.read_model_card(path).ensemble_combine == "mean"
     np.testing.assert_allclose(model_io.load_model(path).predict(faces, verbose=0), expected, rtol=1e-5)  # safe mode
     learned = models.build_ensemble(members)
     assert models.ensemble_combine(models.ensemble_parts(learned)[1]) == "learned"

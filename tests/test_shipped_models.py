@@ -9,7 +9,6 @@ from, and hold a temperature fitted on PublicTest that brings PrivateTest's ECE 
 
 from __future__ import annotations
 
-import json
 import subprocess
 from pathlib import Path
 
@@ -17,6 +16,7 @@ import numpy as np
 import pytest
 
 from fer_utils.calibration import TARGET_ECE, apply_temperature, expected_calibration_error
+from fer_utils.card import ModelCard
 from fer_utils.compare import collect_cards
 from fer_utils.data import load_dataset
 from fer_utils.evaluation import predict_proba
@@ -53,25 +53,21 @@ def fer2013_by_class_set(fer2013_csv):
     return get
 
 
-def _class_set(card: dict) -> int:
-    return int(card.get("parameters", {}).get("data", {}).get("class_set") or len(card["class_names"]))
-
-
 @shipped
 def test_shipped_model_matches_its_card_on_private_test(name, fer2013_by_class_set):
     card = CARDS[name]
-    data = fer2013_by_class_set(_class_set(card))
-    assert data.checksum == card["data"]["sha256"], "the card was made from another copy of FER2013"
-    assert list(data.class_names) == card["class_names"]
-    model = load_model(SAVED_MODELS / card["file"])
+    data = fer2013_by_class_set(card.class_set)
+    assert data.checksum == card.data_sha256, "the card was made from another copy of FER2013"
+    assert list(data.class_names) == card.class_names
+    model = load_model(SAVED_MODELS / card.file)
     proba = predict_proba(model, data.test.images)
     accuracy = float(np.mean(proba.argmax(axis=1) == data.test.labels))
-    claimed = card["metrics"]["test"]["plain"]["accuracy"]
+    claimed = card.headline().accuracy
     assert abs(accuracy - claimed) <= TOLERANCE, f"{name}: measured {accuracy:.4f} on PrivateTest, card says {claimed:.4f}"
     if name in TARGETS:
         assert accuracy >= TARGETS[name], f"{name}: measured {accuracy:.4f} on PrivateTest, below its target {TARGETS[name]:.2f}"
-    calibration = card["calibration"]
-    ece = expected_calibration_error(apply_temperature(proba, calibration["temperature"]), data.test.labels, calibration["bins"])
+    calibration = card.calibration
+    ece = expected_calibration_error(apply_temperature(proba, card.temperature), data.test.labels, calibration["bins"])
     assert abs(ece - calibration["test_ece_after"]) <= ECE_TOLERANCE, \
         f"{name}: PrivateTest ECE after T is {ece:.4f}, card says {calibration['test_ece_after']:.4f}"
     if name not in CALIBRATION_MISSES:
@@ -81,29 +77,27 @@ def test_shipped_model_matches_its_card_on_private_test(name, fer2013_by_class_s
 @shipped
 def test_shipped_card_is_complete_and_honest(name):
     card = CARDS[name]
-    assert card["data"]["source"].startswith("fer2013"), "shipped models are trained on the real FER2013"
-    assert card["data"]["split_sizes"]["test"] == 3_589, "PrivateTest is reported whole"
+    assert card.data["source"].startswith("fer2013"), "shipped models are trained on the real FER2013"
+    assert card.data["split_sizes"]["test"] == 3_589, "PrivateTest is reported whole"
     for split in ("val", "test"):
         for mode in ("plain", "tta"):
-            metrics = card["metrics"][split][mode]
-            assert 1 / len(card["class_names"]) < metrics["accuracy"] <= 1
-            assert 0 < metrics["macro_f1"] <= 1
-    weights = card["weights_source"]
-    if card["kind"] != "ensemble":
+            assert 1 / len(card.class_names) < card.metric(split, mode, "accuracy") <= 1
+            assert 0 < card.metric(split, mode, "macro_f1") <= 1
+    weights = card.weights_source
+    if not card.is_ensemble:
         assert "random initialisation" in weights or "imagenet" in weights.lower()
-        assert stored_weights_dtypes(SAVED_MODELS / card["file"]) == {card.get("weights_dtype", "float32")}, "the card says how the file stores its weights"
-        assert card["training"]["duration_s"] < 2.5 * 3600, "every shipped run must fit 2.5 h on the CPU machine"
-        for stage in card["training"].get("stages", []):  # earlier runs a continued model built on
+        assert stored_weights_dtypes(SAVED_MODELS / card.file) == {card.stored_weights_dtype}, "the card says how the file stores its weights"
+        assert card.training["duration_s"] < 2.5 * 3600, "every shipped run must fit 2.5 h on the CPU machine"
+        for stage in card.stages:  # earlier runs a continued model built on
             assert stage["duration_s"] < 2.5 * 3600
-        if "continued_from" in card["training"]:
-            assert card["training"]["continued_from"]["weights_source"] == weights, "the first stage's start is stated"
-            assert card["training"]["total_epochs"] == card["training"]["epochs_run"] + sum(
-                stage["epochs_run"] for stage in card["training"]["stages"])
+        if "continued_from" in card.training:
+            assert card.training["continued_from"]["weights_source"] == weights, "the first stage's start is stated"
+            assert card.training_totals()[0] == card.training["epochs_run"] + sum(stage["epochs_run"] for stage in card.stages)
     predictions = SAVED_MODELS / f"{name}_predictions.npz"
     assert predictions.exists(), "the comparison notebook reads these"
     with np.load(predictions) as stored:
         assert "labels" not in stored.files, "FER2013's labels must not be redistributed"
-        assert stored["proba"].shape == (3_589, len(card["class_names"]))
+        assert stored["proba"].shape == (3_589, len(card.class_names))
 
 
 @pytest.mark.parametrize("name", [
@@ -112,23 +106,21 @@ def test_shipped_card_is_complete_and_honest(name):
 ] or [pytest.param(None, marks=pytest.mark.skip(reason="no models shipped in saved_models/ yet"))])
 def test_shipped_card_has_a_temperature_fitted_on_public_test_that_meets_the_target(name):
     card = CARDS[name]
-    calibration = card.get("calibration")
+    calibration = card.calibration
     assert calibration, f"{name}: no calibration block; run python -m fer_utils.calibration saved_models"
     assert calibration["method"] == "temperature" and calibration["fitted_on"] == "PublicTest"
-    assert calibration["temperature"] > 0 and calibration["bins"] == 15
-    assert calibration["data_sha256"] == card["data"]["sha256"], "fitted on the data the card's figures come from"
-    assert calibration["test_accuracy"] == card["metrics"]["test"]["plain"]["accuracy"], "T leaves the predicted class alone"
-    assert calibration["test_ece_after"] <= TARGET_ECE, (
-        f"{name}: PrivateTest ECE {calibration['test_ece_before']:.3f} -> {calibration['test_ece_after']:.3f} after T, "
-        f"above {TARGET_ECE}")
+    assert card.temperature == calibration["temperature"] > 0 and calibration["bins"] == 15
+    assert calibration["data_sha256"] == card.data_sha256, "fitted on the data the card's figures come from"
+    assert calibration["test_accuracy"] == card.headline().accuracy, "T leaves the predicted class alone"
+    ece_before, ece_after = card.calibration_ece()
+    assert ece_after <= TARGET_ECE, f"{name}: PrivateTest ECE {ece_before:.3f} -> {ece_after:.3f} after T, above {TARGET_ECE}"
 
 
 def test_saved_models_fit_the_size_budget():
     files = [path for path in SAVED_MODELS.iterdir() if path.is_file()]
     assert sum(path.stat().st_size for path in files) <= SIZE_BUDGET_BYTES
     for card_file in SAVED_MODELS.glob("*.json"):
-        card = json.loads(card_file.read_text())
-        assert (SAVED_MODELS / card["file"]).exists(), f"{card_file.name} describes a model that is not shipped"
+        assert (SAVED_MODELS / ModelCard.read(card_file).file).exists(), f"{card_file.name} describes a model that is not shipped"
 
 
 def test_no_fer2013_faces_are_committed():

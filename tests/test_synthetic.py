@@ -129,6 +129,7 @@ def test_write_image_folders_six_class_layout(tmp_path):
     assert (root3 / CLASS_NAMES_7[y[1]] / "b1.png").exists()
 
 
+@pytest.mark.slow  # trains
 def test_learnable_by_small_cnn():
     """A tiny CNN trained 8 epochs on 100 faces/class beats 1/7 chance by far on held-out faces.
 
