@@ -97,19 +97,37 @@ class Outcome:
 
 
 def shipped_plans() -> list[str]:
-    """The plan names in ``plans/``, for help texts and errors."""
-    return sorted({p.stem for p in (project_root() / PLANS_DIR).glob("*") if p.suffix in PLAN_SUFFIXES})
+    """The plan names in ``plans/`` and its subfolders (``plans/shipped/``, ``plans/superseded/``),
+    for help texts and errors."""
+    root = project_root() / PLANS_DIR
+    return sorted({p.stem for p in root.rglob("*") if p.suffix in PLAN_SUFFIXES and p.is_file()})
 
 
 def find_plan(plan: str | os.PathLike) -> Path:
-    """A plan file path, or a plan name from ``plans/`` (``smoke``, ``cpu``, ``paper``, ...)."""
+    """A plan file path, or a plan name (``smoke``, ``cpu``, ``paper``, ...) from ``plans/`` or,
+    failing that, from its subfolders (``cpu`` is ``plans/shipped/cpu.yaml``). A name that two
+    subfolders share, or a path that does not exist, is a :class:`PlanError`."""
     path = Path(plan)
     if path.is_file():
         return path
-    for suffix in PLAN_SUFFIXES:
-        candidate = project_root() / PLANS_DIR / f"{plan}{suffix}"
-        if candidate.is_file():
-            return candidate
+    root = project_root() / PLANS_DIR
+    name = str(plan)
+    if path.name == name and path.suffix not in PLAN_SUFFIXES:  # a bare name, not a path
+        for suffix in PLAN_SUFFIXES:
+            candidate = root / f"{name}{suffix}"
+            if candidate.is_file():
+                return candidate
+        for suffix in PLAN_SUFFIXES:
+            found = sorted(p for p in root.rglob(f"{name}{suffix}") if p.is_file())
+            if len(found) > 1:
+                where = ", ".join(str(p.relative_to(project_root())) for p in found)
+                raise PlanError(f"plan name '{name}' is ambiguous: {where}; give the file path")
+            if found:
+                return found[0]
+    elif path.suffix in PLAN_SUFFIXES and path.stem in shipped_plans():  # e.g. an old path, plans/cpu.yaml
+        moved = find_plan(path.stem)
+        raise PlanError(f"no plan file '{plan}': the plan '{path.stem}' is {moved.relative_to(project_root())}; "
+                        f"run it by name: python -m fer_utils.batch {path.stem}")
     raise PlanError(f"no plan '{plan}': give a file path or one of {', '.join(shipped_plans()) or 'none found'}")
 
 

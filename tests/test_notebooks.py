@@ -82,6 +82,9 @@ def test_smoke_plan_runs_all_seven_notebooks(smoke_run):
     for name in EXPECTED:
         executed = json.loads((run_dir / f"{name}.ipynb").read_text())
         assert any(c.get("outputs") for c in executed["cells"] if c["cell_type"] == "code")
+        if name in EXPECTED[1:6]:  # the training notebooks' figures show inline (experiment.RunRecord.show)
+            outputs = [o for c in executed["cells"] for o in c.get("outputs", [])]
+            assert any("image/png" in o.get("data", {}) for o in outputs), f"{name} shows no figure"
 
 
 @pytest.mark.parametrize("name", ["scratch_cnn", "resnet50", "mobilenetv2", "inceptionv3", "ensemble"])
@@ -137,7 +140,7 @@ def test_smoke_exploration_and_comparison_figures(smoke_run):
     assert len(results) == 5 and (results["latency_ms"] > 0).all()
 
 
-@pytest.mark.parametrize("plan", sorted(p.stem for p in (ROOT / "plans").glob("*.yaml")))
+@pytest.mark.parametrize("plan", sorted(p.stem for p in (ROOT / "plans").rglob("*.yaml")))  # plans/shipped/ too
 def test_every_shipped_plan_names_only_parameters_its_notebooks_declare(plan, tmp_path):
     from fer_utils.batch import find_plan, prepare_steps, read_plan
 
@@ -160,7 +163,7 @@ def test_typo_in_a_plan_is_an_error_before_anything_runs(tmp_path):
 def test_an_unknown_plan_name_lists_the_shipped_plans(tmp_path):
     completed = _batch("cpu_thrid_stage", "--runs-dir", str(tmp_path / "runs"), timeout=120)
     assert completed.returncode == 2
-    shipped = sorted(p.stem for p in (ROOT / "plans").glob("*.yaml"))
+    shipped = sorted(p.stem for p in (ROOT / "plans").rglob("*.yaml"))
     assert {"cpu", "cpu_continue", "cpu_third_stage", "cpu_fourth_stage", "cpu_larger_input", "cpu_second_cnn", "cpu_third_cnn", "paper", "smoke"} <= set(shipped)
     assert f"no plan 'cpu_thrid_stage': give a file path or one of {', '.join(shipped)}" in completed.stderr
     assert not (tmp_path / "runs").exists()
