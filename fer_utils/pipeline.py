@@ -100,14 +100,17 @@ def make_dataset(
     Feature vectors (N, D), such as the ensemble's member probabilities, work too.
 
     ``training`` shuffles every epoch and applies ``augmentation``; ``num_classes`` turns
-    labels into one-hot vectors (needed for label smoothing).
+    labels into one-hot vectors (needed for label smoothing). ``labels`` may also be (N, C)
+    target distributions, passed through as they are (distillation's soft targets).
     """
     images = np.asarray(images)
     if images.ndim == 3:
         images = images[..., None]
     if images.ndim not in (2, 4):
         raise ValueError(f"images must be shaped (N, H, W, 1) or (N, H, W) (or features (N, D)), got {images.shape}")
-    labels = np.asarray(labels, dtype=np.int64)
+    labels = np.asarray(labels)
+    # (N,) class indices, or (N, C) target distributions (distillation's soft targets)
+    labels = labels.astype(np.float32) if labels.ndim == 2 else labels.astype(np.int64)
     if len(images) != len(labels):
         raise ValueError(f"{len(images)} images but {len(labels)} labels")
     if len(images) == 0:
@@ -123,7 +126,7 @@ def make_dataset(
         x = tf.cast(x, tf.float32)
         if training and augmentation is not None:
             x = augmentation(x, training=True)
-        if num_classes is not None:
+        if num_classes is not None and y.shape.rank == 1:
             y = tf.one_hot(y, num_classes)
         return x, y
 

@@ -131,9 +131,12 @@ def make_optimizer(config: TrainConfig, decay_steps: int | None = None) -> keras
     return keras.optimizers.SGD(learning_rate, momentum=config.momentum, nesterov=config.nesterov)
 
 
-def compile_model(model: keras.Model, config: TrainConfig, decay_steps: int | None = None) -> keras.Model:
-    """Sparse cross-entropy, or categorical with label smoothing (which needs one-hot labels)."""
-    if config.label_smoothing:
+def compile_model(
+    model: keras.Model, config: TrainConfig, decay_steps: int | None = None, *, soft_targets: bool = False
+) -> keras.Model:
+    """Sparse cross-entropy, or categorical with label smoothing or soft (distillation) targets,
+    which both need target vectors."""
+    if config.label_smoothing or soft_targets:
         loss = keras.losses.CategoricalCrossentropy(label_smoothing=config.label_smoothing)
     else:
         loss = keras.losses.SparseCategoricalCrossentropy()
@@ -346,6 +349,7 @@ def train_model(
     augmentation: keras.layers.Layer | None = None,
     extra_callbacks: list[keras.callbacks.Callback] | None = None,
     strategy: tf.distribute.Strategy | None = None,
+    train_targets: np.ndarray | None = None,
 ) -> TrainResult:
     """Fit ``model`` (or build it from a factory, inside the distribution scope) on a split.
 
@@ -359,6 +363,9 @@ def train_model(
     its replicas. A model that is passed in ready-made must have been built in that scope. In a
     multi-worker run a non-chief worker keeps its log and backup in ``work_dir/.worker-<index>``
     and every worker gets back a single-device copy of the trained model to evaluate and save.
+
+    ``train_targets`` (N, classes), when given, replaces ``train.labels`` as what the model
+    fits: the soft targets of :mod:`fer_utils.distill`. Selection on ``val`` still uses its labels.
     """
     if strategy is None:
         strategy = make_strategy("auto")  # first: a multi-worker strategy must precede every other TF call
@@ -372,14 +379,16 @@ def train_model(
         if callable(model) and not isinstance(model, keras.Model):
             with precision_policy(config.mixed_precision):
                 model = model()
-        compile_model(model, config, decay_steps)
+        compile_model(model, config, decay_steps, soft_targets=train_targets is not None)
     num_classes = int(model.output.shape[-1])
     _check_labels(train, num_classes, "train")
     _check_labels(val, num_classes, "val")
+    if train_targets is not None and np.shape(train_targets) != (len(train), num_classes):
+        raise ValueError(f"train_targets must be shaped ({len(train)}, {num_classes}), got {np.shape(train_targets)}")
 
-    one_hot = num_classes if config.label_smoothing else None
+    one_hot = num_classes if config.label_smoothing or train_targets is not None else None
     train_data = make_dataset(
-        train.images, train.labels, config.batch_size, training=True,
+        train.images, train.labels if train_targets is None else train_targets, config.batch_size, training=True,
         augmentation=augmentation, num_classes=one_hot, seed=config.seed,
     )
     val_data = make_dataset(val.images, val.labels, config.batch_size, num_classes=one_hot)
