@@ -28,6 +28,7 @@ from sklearn.metrics import (
 __all__ = [
     "Evaluation",
     "predict_proba",
+    "ten_crops",
     "compute_metrics",
     "evaluate_model",
     "classification_report_frame",
@@ -161,16 +162,50 @@ def _mirror(x: np.ndarray) -> np.ndarray:
     return x[:, :, ::-1, :]
 
 
+#: The test-time augmentations :func:`predict_proba` knows: ``"flip"`` (also ``tta=True``)
+#: and ``"ten_crop"``.
+TTA_CHOICES = ("flip", "ten_crop")
+#: Ten-crop's crop side for 48-pixel faces: 44 keeps the face (the recipes crop 40-44 of 48).
+TEN_CROP_SIDE = 44
+
+
+def ten_crops(images: Any, side: int = TEN_CROP_SIDE) -> list[np.ndarray]:
+    """The ten views of the strong published FER2013 recipes: four corner crops and the centre
+    crop, each with its mirror, every crop resized back to the model's input size (the networks
+    here take whole 48x48 faces; their training shift and zoom augmentation covers such views)."""
+    import cv2
+
+    x = _as_image_batch(images)
+    height, width = x.shape[1:3]
+    if not 0 < side <= min(height, width):
+        raise ValueError(f"crop side must be in 1..{min(height, width)}, got {side}")
+    corners = [(0, 0), (0, width - side), (height - side, 0), (height - side, width - side),
+               ((height - side) // 2, (width - side) // 2)]
+    views = []
+    for top, left in corners:
+        crop = x[:, top:top + side, left:left + side, 0]
+        resized = np.stack([cv2.resize(face, (width, height), interpolation=cv2.INTER_LINEAR) for face in crop])
+        views += [resized[..., None], _mirror(resized[..., None])]
+    return views
+
+
 def predict_proba(
-    model: Any, images: Any, batch_size: int = 256, tta: bool = False
+    model: Any, images: Any, batch_size: int = 256, tta: bool | str = False
 ) -> np.ndarray:
-    """Class probabilities for raw 0-255 faces, optionally averaged with the mirror
-    image (test-time augmentation), which usually buys a little accuracy."""
+    """Class probabilities for raw 0-255 faces, optionally averaged over test-time views:
+    ``tta=True`` or ``"flip"`` adds the mirror image (usually a little accuracy for free),
+    ``"ten_crop"`` averages :func:`ten_crops` (ten passes, reported separately)."""
     if int(batch_size) < 1:
         raise ValueError(f"batch_size must be a positive integer, got {batch_size}")
+    if tta is True:
+        tta = "flip"
+    if tta and tta not in TTA_CHOICES:
+        raise ValueError(f"tta must be False, True or one of {', '.join(TTA_CHOICES)}, got {tta!r}")
     x = _as_image_batch(images)
+    if tta == "ten_crop":
+        return np.mean([_raw_predict(model, view, int(batch_size)) for view in ten_crops(x)], axis=0)
     proba = _raw_predict(model, x, int(batch_size))
-    if tta:
+    if tta == "flip":
         proba = (proba + _raw_predict(model, _mirror(x), int(batch_size))) / 2.0
     return proba
 
