@@ -90,6 +90,37 @@ class FastForward:
         return self.model(batch, training=False)
 
 
+class JointForward:
+    """Several networks on one face in one traced graph, for Compare-all and videos.
+
+    Run one by one (or from a thread pool), each network pays Python's and TensorFlow's call
+    overhead and they fight over the two cores' thread pools; in one graph TensorFlow's executor
+    schedules their independent layers itself (benchmarks/demo_latency.py measures the result).
+    Until traced (at warm-up, or in a background thread on first use) callers use the networks'
+    own forward passes.
+    """
+
+    def __init__(self, networks: tuple["LoadedModel", ...]):
+        self.keys = tuple(network.key for network in networks)
+        models = [network.model for network in networks]
+        self._graph = TracedFunction(lambda batch: [m(batch, training=False) for m in models], [FACE_SPEC])
+        self._started = False
+
+    @property
+    def traced(self) -> bool:
+        return self._graph.traced
+
+    def warm_up(self) -> None:
+        self._graph.warm_up()
+
+    def start(self) -> None:
+        """Trace in a background thread, once."""
+        _start_once(self, "_started", self.warm_up)
+
+    def __call__(self, face: np.ndarray) -> list[np.ndarray]:
+        return [np.asarray(output)[0] for output in self._graph(face_tensor(face))]
+
+
 _START_LOCK = threading.Lock()
 
 
@@ -188,6 +219,8 @@ class ModelSet:
     models_dir: Path
     models: dict[str, LoadedModel]
     missing: dict[str, str]  # key -> reason, for the banner
+    _joint: dict[tuple[str, ...], JointForward] = field(default_factory=dict, repr=False)
+    _joint_lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     def __bool__(self) -> bool:
         return bool(self.models)
@@ -207,6 +240,14 @@ class ModelSet:
                     found.setdefault(candidate.key, candidate)
         return found
 
+    def joint_forward(self, networks: list["LoadedModel"]) -> JointForward:
+        """The one-graph forward pass of these networks (made once per set, traced on first use)."""
+        keys = tuple(network.key for network in networks)
+        with self._joint_lock:
+            if keys not in self._joint:
+                self._joint[keys] = JointForward(tuple(networks))
+            return self._joint[keys]
+
     def warm_up(self, explainers: bool = True, detectors: tuple[str, ...] = DETECTORS) -> float:
         """Trace every forward pass, then (``explainers``) every explainer; returns the seconds taken.
 
@@ -218,6 +259,8 @@ class ModelSet:
             warm_up_detector(detector)
         for loaded in self:
             loaded.warm_up()
+        if len(self.networks()) > 1:  # Compare-all: every shown model and every ensemble member
+            self.joint_forward(networks_to_run(list(self))).warm_up()
         for loaded in self if explainers else ():
             try:
                 loaded.warm_explainer()
@@ -560,28 +603,52 @@ def select(models: ModelSet, keys: list[str] | tuple[str, ...] | None) -> list[L
     return [known[key] for key in keys]
 
 
+def networks_to_run(chosen: list[LoadedModel]) -> list[LoadedModel]:
+    """The single networks that answering ``chosen`` needs: each chosen one and each ensemble's
+    members, every network once (an ensemble reuses its members' answers)."""
+    needed: dict[str, LoadedModel] = {}
+    for loaded in chosen:
+        for network in (loaded.members if loaded.is_ensemble else (loaded,)):
+            needed.setdefault(network.key, network)
+    return list(needed.values())
+
+
+def _run_networks(models: ModelSet, networks: list[LoadedModel], face: np.ndarray) -> tuple[dict[str, Prediction], float]:
+    """Each network's answer on ``face``, and the wall time they took together.
+
+    Several networks run in one traced graph once it is ready (:class:`JointForward`); each
+    answer then carries the time of the whole graph, since the networks ran side by side.
+    Before that, and for a single network, each runs its own forward pass.
+    """
+    started = time.perf_counter()
+    joint = models.joint_forward(networks) if len(networks) > 1 else None
+    if joint is not None and joint.traced:
+        outputs = joint(face)
+        seconds = time.perf_counter() - started
+        note = f"with the other {len(networks) - 1} networks in one graph"
+        return {network.key: _prediction(network, raw, seconds, note) for network, raw in zip(networks, outputs)}, seconds
+    if joint is not None:
+        joint.start()
+    if MODEL_THREADS > 1 and len(networks) > 1:
+        running = {network.key: _pool.submit(predict, network, face) for network in networks}
+        done = {key: future.result() for key, future in running.items()}
+    else:
+        done = {network.key: predict(network, face) for network in networks}
+    return done, time.perf_counter() - started
+
+
 def predict_all(models: ModelSet, face: np.ndarray, keys: list[str] | tuple[str, ...] | None = None) -> list[Prediction]:
     """Every model (or those named) on one face; an ensemble's head reuses its members' answers."""
     chosen = select(models, keys)
-    standalone = [loaded for loaded in chosen if not loaded.is_ensemble]
-    if MODEL_THREADS > 1 and len(standalone) > 1:
-        running = {loaded.key: _pool.submit(predict, loaded, face) for loaded in standalone}
-        done: dict[str, Prediction] = {key: future.result() for key, future in running.items()}
-    else:
-        done = {loaded.key: predict(loaded, face) for loaded in standalone}
+    done, networks_seconds = _run_networks(models, networks_to_run(chosen), face)
     for loaded in chosen:
         if not loaded.is_ensemble:
             continue
-        member_results = []
-        member_seconds = 0.0
-        for member in loaded.members:
-            result = done.get(member.key) or predict(member, face)  # a member not shown on its own
-            member_results.append(result.uncalibrated)  # the head was trained on raw outputs
-            member_seconds += result.seconds
+        member_results = [done[member.key].uncalibrated for member in loaded.members]  # the head was trained on raw outputs
         started = time.perf_counter()
         probabilities = loaded.combine(member_results)
         seconds = time.perf_counter() - started
-        note = f"head only, on the members' outputs; {(seconds + member_seconds) * 1000:.0f} ms with members"
+        note = f"head only, on the members' outputs; {(seconds + networks_seconds) * 1000:.0f} ms with members"
         done[loaded.key] = _prediction(loaded, probabilities, seconds, note)
     return [done[loaded.key] for loaded in chosen]
 

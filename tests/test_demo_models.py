@@ -24,6 +24,28 @@ from synthetic import synthetic_face  # noqa: E402
 # ----------------------------------------------------------------------------- the loaded models
 
 
+def test_compare_all_runs_every_network_once_in_one_graph_with_the_same_answers(models):
+    from fer_utils.serving import networks_to_run, predict, predict_all
+
+    chosen = list(models)
+    networks = networks_to_run(chosen)
+    assert [n.key for n in networks] == list(MEMBERS), "each network once: the ensemble's members are the four"
+    face = synthetic_face(2, np.random.default_rng(3))
+    one_by_one = {n.key: predict(n, face).probabilities for n in networks}
+    joint = models.joint_forward(networks)
+    joint.warm_up()
+    assert models.joint_forward(list(networks)) is joint, "made once per set of networks"
+    together = {p.key: p for p in predict_all(models, face)}
+    for key in MEMBERS:
+        np.testing.assert_allclose(together[key].probabilities, one_by_one[key], atol=1e-5)
+        assert "in one graph" in together[key].note
+    ensemble = models.models["ensemble"]
+    expected = ensemble.calibrated(ensemble.model(face[None, ..., None].astype("float32"), training=False).numpy()[0])
+    np.testing.assert_allclose(together["ensemble"].probabilities, expected, atol=1e-5)
+    single = predict_all(models, face, ["scratch_cnn"])  # one network: its own forward pass, no graph of one
+    assert single[0].note == "" and set(models._joint) == {tuple(MEMBERS)}
+
+
 def test_ensemble_reuses_members_and_matches_the_full_model(models):
     from fer_utils.serving import predict_all
     from fer_utils.serving import face_tensor

@@ -193,7 +193,7 @@ def test_where_mtcnn_finds_nothing_the_haar_cascade_is_asked(monkeypatch):
 
 
 def test_the_traced_mtcnn_finds_what_the_eager_one_finds():
-    """Its networks run as tf.functions for speed; the boxes and landmarks must be the package's own."""
+    """Its networks run as tf.functions on tensor inputs for speed; the boxes and landmarks must be the package's own."""
     from mtcnn import MTCNN
 
     import fer_utils.faces as faces
