@@ -269,6 +269,15 @@ class ModelCard(Mapping):
         value = values.get(name) if isinstance(values, dict) else None
         return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
 
+    def split_metrics(self, split: str = "test", mode: str = "plain") -> dict[str, Any]:
+        """Every figure of one split and mode (confusion matrix, per-class, ...): what the comparison
+        figures draw; empty where the card does not record them."""
+        block = _dig(self.metrics, split)
+        if not isinstance(block, dict):
+            return {}
+        values = block.get(mode) if isinstance(block.get(mode), dict) else (block if mode == "plain" else None)
+        return dict(values) if isinstance(values, dict) else {}
+
     def headline(self, split: str = "test") -> Headline:
         """Accuracy and macro-F1 of a split, plain and with flip TTA."""
         return Headline(*(self.metric(split, mode, name) for mode in ("plain", "tta") for name in ("accuracy", "macro_f1")))

@@ -15,6 +15,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from .card import ModelCard
 from .data import IMAGE_SIZE
 from .experiment import resolve_path
 from .model_io import card_path, load_model, read_model_card, verify_card
@@ -30,7 +31,7 @@ class Members:
     names: list[str]
     paths: list[Path]
     models: list[Any]  # keras.Model
-    cards: list[dict[str, Any]]
+    cards: list[ModelCard]
 
     def describe(self) -> str:
         """One line for the notebook: each member and its size."""
@@ -39,7 +40,7 @@ class Members:
     def weights_source(self, head_source: str) -> str:
         """The ensemble card's provenance: where the head's weights and each member's came from."""
         return f"{head_source}; members: " + "; ".join(
-            f"{name}: {card['weights_source']}" for name, card in zip(self.names, self.cards))
+            f"{name}: {card.weights_source}" for name, card in zip(self.names, self.cards))
 
     def predicted_classes(self, images: np.ndarray) -> dict[str, np.ndarray]:
         """Each member's predicted class per face, to set beside the ensemble's (compare.fixes_and_breaks)."""
@@ -78,9 +79,9 @@ def load_members(paths: Sequence[str | os.PathLike], class_names: Sequence[str])
     return Members([p.stem for p in paths], paths, models, cards)
 
 
-def check_class_names(name: str, card: dict[str, Any], class_names: Sequence[str]) -> None:
+def check_class_names(name: str, card: ModelCard | dict[str, Any], class_names: Sequence[str]) -> None:
     """A member trained on other classes would vote for the wrong emotions."""
-    card_classes = card.get("class_names")
+    card_classes = ModelCard.of(card).class_names
     if card_classes is None or tuple(card_classes) != tuple(class_names):
         raise ValueError(f"{name} was trained on classes {card_classes}, this run uses {list(class_names)}")
 

@@ -290,3 +290,13 @@ def test_the_readme_table_matches_the_cards():
         "run python -m fer_utils.card readme"
     table = text[text.index(README_START) + len(README_START):text.index(README_END)]
     assert table.strip() == readme_table(CARDS, table_latencies(table)), "the cards' rows, with the ms / face measured"
+
+
+def test_split_metrics_give_the_figures_the_comparison_draws():
+    for card in CARDS.values():
+        plain = card.split_metrics("test")
+        assert plain["accuracy"] == card.metric("test", "plain", "accuracy")
+        assert len(plain["confusion_matrix"]) == len(card.class_names)
+        assert card.split_metrics("test", "tta")["accuracy"] == card.metric("test", "tta", "accuracy")
+    early = ModelCard.from_dict({"name": "old", "metrics": {"test": {"accuracy": 0.5}}})
+    assert early.split_metrics("test") == {"accuracy": 0.5} and early.split_metrics("val") == {}
