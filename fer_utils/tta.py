@@ -91,7 +91,7 @@ def table(results: dict[str, dict[str, dict[str, float]]], cards: dict[str, Mode
         acc = {view: result[view]["accuracy"] for view in VIEWS}
         f1 = " / ".join(f"{result[view]['macro_f1']:.3f}" for view in VIEWS)
         label = cards[name].label() if name in cards else name
-        lines.append(f"| {label} | {percent(acc['plain'])} | {percent(acc['flip'])} | {percent(acc['ten_crop'])} | "
+        lines.append(f"| {label} | {percent(acc['plain'])} % | {percent(acc['flip'])} % | {percent(acc['ten_crop'])} % | "
                      f"{(acc['ten_crop'] - acc['flip']) * 100:+.1f} pts | {f1} |")
     return "\n".join(lines)
 
