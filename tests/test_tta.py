@@ -1,5 +1,5 @@
-"""Ten-crop test-time augmentation: the views are the published recipe's, and they help a model
-that was trained to see shifted faces."""
+"""Ten-crop test-time augmentation: the views are the published recipe's, predictions average
+them, and the report measures an ensemble from its members as the ensemble computes itself."""
 
 from __future__ import annotations
 
