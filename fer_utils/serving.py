@@ -62,17 +62,11 @@ tf.get_logger().addFilter(_OneTracePerFunction())
 FACE_SPEC = tf.TensorSpec((1, IMAGE_SIZE, IMAGE_SIZE, 1), tf.float32)
 
 
-class FastForward:
-    """``model(batch)`` for one fixed input shape: eager until traced, then the traced graph.
+class _BackgroundTraced:
+    """A traced graph that can be traced now (``warm_up``) or, on first use, in a background thread."""
 
-    Tracing a big backbone and its first run cost seconds; until that is done (at load, or by a
-    background thread), calls run eagerly, which is slower but answers at once.
-    """
-
-    def __init__(self, model: keras.Model, spec: tf.TensorSpec = FACE_SPEC):
-        self.model = model
-        self.spec = spec
-        self._graph = TracedFunction(lambda batch: model(batch, training=False), [spec])
+    def __init__(self, graph: TracedFunction):
+        self._graph = graph
         self._started = False
 
     @property
@@ -83,14 +77,31 @@ class FastForward:
         """Trace and run once now (idempotent, thread-safe)."""
         self._graph.warm_up()
 
-    def __call__(self, batch: tf.Tensor) -> tf.Tensor:
-        if self._graph.traced:
-            return self._graph(batch)
+    def start(self) -> None:
+        """Trace in a background thread, once."""
         _start_once(self, "_started", self.warm_up)
+
+
+class FastForward(_BackgroundTraced):
+    """``model(batch)`` for one fixed input shape: eager until traced, then the traced graph.
+
+    Tracing a big backbone and its first run cost seconds; until that is done (at load, or by a
+    background thread), calls run eagerly, which is slower but answers at once.
+    """
+
+    def __init__(self, model: keras.Model, spec: tf.TensorSpec = FACE_SPEC):
+        super().__init__(TracedFunction(lambda batch: model(batch, training=False), [spec]))
+        self.model = model
+        self.spec = spec
+
+    def __call__(self, batch: tf.Tensor) -> tf.Tensor:
+        if self.traced:
+            return self._graph(batch)
+        self.start()
         return self.model(batch, training=False)
 
 
-class JointForward:
+class JointForward(_BackgroundTraced):
     """Several networks on one face in one traced graph, for Compare-all and videos.
 
     Run one by one (or from a thread pool), each network pays Python's and TensorFlow's call
@@ -101,21 +112,9 @@ class JointForward:
     """
 
     def __init__(self, networks: tuple["LoadedModel", ...]):
-        self.keys = tuple(network.key for network in networks)
         models = [network.model for network in networks]
-        self._graph = TracedFunction(lambda batch: [m(batch, training=False) for m in models], [FACE_SPEC])
-        self._started = False
-
-    @property
-    def traced(self) -> bool:
-        return self._graph.traced
-
-    def warm_up(self) -> None:
-        self._graph.warm_up()
-
-    def start(self) -> None:
-        """Trace in a background thread, once."""
-        _start_once(self, "_started", self.warm_up)
+        super().__init__(TracedFunction(lambda batch: [m(batch, training=False) for m in models], [FACE_SPEC]))
+        self.keys = tuple(network.key for network in networks)
 
     def __call__(self, face: np.ndarray) -> list[np.ndarray]:
         return [np.asarray(output)[0] for output in self._graph(face_tensor(face))]
