@@ -14,6 +14,7 @@ and PrivateTest the report split, as for every other model.
 
 from __future__ import annotations
 
+import hashlib
 import os
 from pathlib import Path
 
@@ -115,8 +116,6 @@ def distillation_targets(
 
 
 def _array_hash(array: np.ndarray) -> str:
-    import hashlib
-
     digest = hashlib.sha256(array.tobytes())
     digest.update(str(array.shape).encode())
     return digest.hexdigest()
