@@ -107,8 +107,7 @@ class JointForward(_BackgroundTraced):
     Run one by one (or from a thread pool), each network pays Python's and TensorFlow's call
     overhead and they fight over the two cores' thread pools; in one graph TensorFlow's executor
     schedules their independent layers itself (benchmarks/demo_latency.py measures the result).
-    Until traced (at warm-up, or in a background thread on first use) callers use the networks'
-    own forward passes.
+    Until :meth:`ModelSet.warm_up` has traced it, callers use the networks' own forward passes.
     """
 
     def __init__(self, networks: tuple["LoadedModel", ...]):
@@ -615,9 +614,9 @@ def networks_to_run(chosen: list[LoadedModel]) -> list[LoadedModel]:
 def _run_networks(models: ModelSet, networks: list[LoadedModel], face: np.ndarray) -> tuple[dict[str, Prediction], float]:
     """Each network's answer on ``face``, and the wall time they took together.
 
-    Several networks run in one traced graph once it is ready (:class:`JointForward`); each
-    answer then carries the time of the whole graph, since the networks ran side by side.
-    Before that, and for a single network, each runs its own forward pass.
+    Several networks run in one traced graph once :meth:`ModelSet.warm_up` has traced it
+    (:class:`JointForward`); each answer then carries the time of the whole graph, since the
+    networks ran side by side. Before that, and for a single network, each runs its own forward pass.
     """
     started = time.perf_counter()
     joint = models.joint_forward(networks) if len(networks) > 1 else None
@@ -626,8 +625,8 @@ def _run_networks(models: ModelSet, networks: list[LoadedModel], face: np.ndarra
         seconds = time.perf_counter() - started
         note = f"with the other {len(networks) - 1} networks in one graph"
         return {network.key: _prediction(network, raw, seconds, note) for network, raw in zip(networks, outputs)}, seconds
-    if joint is not None:
-        joint.start()
+    # Not traced yet (the app traces it in ModelSet.warm_up): run the networks on their own. No
+    # background trace from here: a command-line run could exit in the middle of one, which aborts.
     if MODEL_THREADS > 1 and len(networks) > 1:
         running = {network.key: _pool.submit(predict, network, face) for network in networks}
         done = {key: future.result() for key, future in running.items()}
