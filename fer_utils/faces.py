@@ -34,6 +34,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from . import mtcnn_stages
+
 __all__ = [
     "Box",
     "Landmarks",
@@ -92,7 +94,6 @@ FRAMING_FILE = Path(__file__).with_name("fer2013_framing.json")
 
 _local = threading.local()
 _mtcnn_lock = threading.Lock()  # MTCNN calls take turns
-_mtcnn_load_lock = threading.Lock()
 
 
 # ----------------------------------------------------------------------------- types
@@ -334,58 +335,6 @@ def detect(image: np.ndarray, detector: str = DEFAULT_DETECTOR, *, max_faces: in
     return found[:max_faces] if max_faces else found
 
 
-def _mtcnn():
-    detector = getattr(_mtcnn, "instance", None)
-    if detector is None:
-        with _mtcnn_load_lock:
-            detector = getattr(_mtcnn, "instance", None)
-            if detector is None:
-                import os
-
-                os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-                from mtcnn import MTCNN
-
-                detector = MTCNN()
-                _trace_stages(detector)
-                _mtcnn.instance = detector
-    return detector
-
-
-def _trace_stages(detector) -> None:
-    """Run MTCNN's three networks as traced graphs instead of eagerly: 2-2.5x faster per photo here
-    (130 -> 55 ms on a 512x512 photo). ``reduce_retracing`` lets the image-pyramid's many input
-    sizes share one graph after the first few, so new photo sizes cost no more tracing. (mtcnn
-    1.0 keeps each stage's network in ``_model``; if a later version does not, it runs eagerly.)"""
-    import tensorflow as tf
-
-    for stage in getattr(detector, "stages", []):
-        network = getattr(stage, "_model", None)
-        if callable(network):
-            stage._model = tf.function(lambda batch, network=network: network(batch), reduce_retracing=True)
-    stages = getattr(detector, "_stages", None)
-    if isinstance(stages, list):
-        detector._stages = [_TensorImages(stage) for stage in stages]
-
-
-class _TensorImages:
-    """Hands an MTCNN stage the photo as a tensor: mtcnn 1.0 passes it as a NumPy array, which
-    TensorFlow copies again for each of the pyramid's ~10 resizes and each crop (3 MB a copy
-    for a 512x512 photo); converted once per stage, the copies go."""
-
-    def __init__(self, stage) -> None:
-        self.stage = stage
-
-    def __getattr__(self, name: str):
-        return getattr(self.stage, name)
-
-    def __call__(self, *args, images_normalized=None, **kwargs):
-        import tensorflow as tf
-
-        if images_normalized is not None:
-            images_normalized = tf.convert_to_tensor(images_normalized)
-        return self.stage(*args, images_normalized=images_normalized, **kwargs)
-
-
 def warm_up_detector(detector: str = DEFAULT_DETECTOR) -> None:
     """Trace the detector on two photo sizes, so the first real request does not pay for it (~0.5 s)."""
     rng = np.random.default_rng(0)
@@ -402,7 +351,7 @@ def _detect_mtcnn(rgb: np.ndarray, min_fraction: float, max_side: int = MTCNN_MA
     if min(small.shape[:2]) < min_face:
         return []
     with _mtcnn_lock:  # one detector, not promised thread-safe: calls take turns
-        found = _mtcnn().detect_faces(np.ascontiguousarray(small), min_face_size=min_face)
+        found = mtcnn_stages.detect_faces(np.ascontiguousarray(small), min_face_size=min_face)
     detections = []
     for item in found:
         score = float(item.get("confidence", 0.0))

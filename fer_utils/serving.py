@@ -38,6 +38,7 @@ from .faces import (
     DEFAULT_DETECTOR, DEFAULT_NORMALIZE, DETECTORS, MAX_FACES, Face, FaceSearch, align_face, crop_face, detect, draw_faces, find_faces,
     normalize_face, to_gray, warm_up_detector,
 )
+from .folding import fold_batch_norms
 from .imaging import DecodedImage, decode_image
 from .inference import TracedFunction
 from .model_io import (
@@ -86,13 +87,29 @@ class FastForward(_BackgroundTraced):
     """``model(batch)`` for one fixed input shape: eager until traced, then the traced graph.
 
     Tracing a big backbone and its first run cost seconds; until that is done (at load, or by a
-    background thread), calls run eagerly, which is slower but answers at once.
+    background thread), calls run eagerly, which is slower but answers at once. The traced graph
+    runs a copy of the model with its batch normalisations folded into the convolutions
+    (:func:`fer_utils.folding.fold_batch_norms`): the same answers to float rounding, ResNet50,
+    InceptionV3 and MobileNetV2 10-35 % faster here, for a second copy of the weights in memory.
     """
 
     def __init__(self, model: keras.Model, spec: tf.TensorSpec = FACE_SPEC):
-        super().__init__(TracedFunction(lambda batch: model(batch, training=False), [spec]))
+        super().__init__(TracedFunction(lambda batch: self.serving_model()(batch, training=False), [spec]))
         self.model = model
         self.spec = spec
+        self._folded: keras.Model | None = None
+        self._fold_lock = threading.Lock()
+
+    def serving_model(self) -> keras.Model:
+        """The copy the traced graph runs (folded once, before tracing: a trace must not make weights)."""
+        with self._fold_lock:
+            if self._folded is None:
+                self._folded = fold_batch_norms(self.model)
+            return self._folded
+
+    def warm_up(self) -> None:
+        self.serving_model()
+        super().warm_up()
 
     def __call__(self, batch: tf.Tensor) -> tf.Tensor:
         if self.traced:
@@ -107,13 +124,21 @@ class JointForward(_BackgroundTraced):
     Run one by one (or from a thread pool), each network pays Python's and TensorFlow's call
     overhead and they fight over the two cores' thread pools; in one graph TensorFlow's executor
     schedules their independent layers itself (benchmarks/demo_latency.py measures the result).
-    Until :meth:`ModelSet.warm_up` has traced it, callers use the networks' own forward passes.
+    It runs the networks' folded copies, as their own forward passes do. Until
+    :meth:`ModelSet.warm_up` has traced it, callers use the networks' own forward passes.
     """
 
     def __init__(self, networks: tuple["LoadedModel", ...]):
-        models = [network.model for network in networks]
-        super().__init__(TracedFunction(lambda batch: [m(batch, training=False) for m in models], [FACE_SPEC]))
+        forwards = [network.forward for network in networks]
+        super().__init__(TracedFunction(lambda batch: [f.serving_model()(batch, training=False) for f in forwards],
+                                        [FACE_SPEC]))
         self.keys = tuple(network.key for network in networks)
+        self._forwards = forwards
+
+    def warm_up(self) -> None:
+        for forward in self._forwards:
+            forward.serving_model()
+        super().warm_up()
 
     def __call__(self, face: np.ndarray) -> list[np.ndarray]:
         return [np.asarray(output)[0] for output in self._graph(face_tensor(face))]

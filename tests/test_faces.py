@@ -193,18 +193,39 @@ def test_where_mtcnn_finds_nothing_the_haar_cascade_is_asked(monkeypatch):
 
 
 def test_the_traced_mtcnn_finds_what_the_eager_one_finds():
-    """Its networks run as tf.functions on tensor inputs for speed; the boxes and landmarks must be the package's own."""
+    """fer_utils.mtcnn_stages runs the package's networks traced, on a float32 photo, with its pyramid
+    levels as single calls and the largest in a second thread: the boxes, landmarks and scores must
+    still be the package's own, for one face, two faces, a tall and a wide photo, a small face and none."""
     from mtcnn import MTCNN
 
     import fer_utils.faces as faces
+    from fer_utils import mtcnn_stages
 
     eager = MTCNN()
-    for name in ("astronaut.jpg", "two_portraits.jpg", "grace_hopper.jpg"):
+    for name in ("astronaut.jpg", "two_portraits.jpg", "grace_hopper.jpg", "small_face.jpg", "coffee_no_face.jpg"):
         rgb = photo(name)
+        theirs = eager.detect_faces(rgb)
+        raw = mtcnn_stages.detect_faces(rgb)
+        assert len(raw) == len(theirs), name
+        for mine, reference in zip(sorted(raw, key=lambda d: d["box"]), sorted(theirs, key=lambda d: d["box"])):
+            assert np.allclose(mine["box"], reference["box"], atol=1), name
+            assert abs(mine["confidence"] - reference["confidence"]) < 1e-4, name
+        if max(rgb.shape[:2]) > faces.MTCNN_MAX_SIDE:
+            continue  # faces.detect looks at a shrunk copy of a big photo
         ours = faces.detect(rgb, "mtcnn")
-        theirs = sorted((d for d in eager.detect_faces(rgb) if d["confidence"] >= faces.MTCNN_MIN_SCORE),
+        theirs = sorted((d for d in theirs if d["confidence"] >= faces.MTCNN_MIN_SCORE),
                         key=lambda d: d["box"][2] * d["box"][3], reverse=True)
-        assert len(ours) == len(theirs) > 0
+        assert len(ours) == len(theirs) and (len(ours) > 0) == (name != "coffee_no_face.jpg"), name
         for mine, reference in zip(ours, theirs):
             assert np.allclose(mine.box.as_list(), reference["box"], atol=1)
             assert np.allclose(mine.landmarks.left_eye, reference["keypoints"]["left_eye"], atol=1)
+
+
+def test_mtcnn_on_photos_with_nothing_to_propose_finds_nothing_without_an_error():
+    from fer_utils import mtcnn_stages
+
+    assert mtcnn_stages.detect_faces(np.full((240, 320, 3), 128, np.uint8)) == []  # blank: no PNet proposal
+    assert mtcnn_stages.detect_faces(np.full((14, 14, 3), 128, np.uint8)) == []  # one pyramid level at most
+    float_photo = np.full((64, 64, 3), 200.0, np.float32)
+    mtcnn_stages.detect_faces(float_photo)
+    assert np.all(float_photo == 200.0), "the caller's photo is not normalised in place"
