@@ -1,7 +1,7 @@
 """The photo pipeline end to end on labelled real photos: how often a face is found, and how accurate.
 
     FER_PHOTOS_DIR=../shared/data/jaffe python benchmarks/photo_pipeline.py [--models-dir saved_models]
-        [--fer-csv ../shared/data/fer2013/fer2013.csv.gz] [--json out.json]
+        [--fer-csv ../shared/data/fer2013/fer2013.csv.gz] [--json out.json] [--also CANDIDATE.keras ...]
 
 ``FER_PHOTOS_DIR`` holds ``<class>/<photo>`` folders named with FER2013's class names (angry,
 disgust, fear, happy, sad, surprise, neutral). For every detector (``haar``, ``mtcnn``), with and
@@ -55,10 +55,13 @@ def labelled_photos(root: Path, class_names: tuple[str, ...]) -> list[tuple[Path
     return photos
 
 
-def network_predictions(models, crops: np.ndarray) -> dict[str, np.ndarray]:
-    """Each model's class probabilities for a batch of 48x48 crops (the ensemble from its members')."""
+def network_predictions(models, crops: np.ndarray, also: dict | None = None) -> dict[str, np.ndarray]:
+    """Each model's class probabilities for a batch of 48x48 crops (the ensemble from its members').
+
+    ``also`` maps names to more Keras models (trained candidates outside the models folder).
+    """
     batch = crops.astype(np.float32)[..., None]
-    out: dict[str, np.ndarray] = {}
+    out: dict[str, np.ndarray] = {name: model.predict(batch, batch_size=128, verbose=0) for name, model in (also or {}).items()}
     networks = models.networks()
     for key, loaded in networks.items():
         out[key] = loaded.model.predict(batch, batch_size=128, verbose=0)
@@ -84,7 +87,7 @@ def scores(probabilities: dict[str, np.ndarray], labels: np.ndarray, class_names
     return result
 
 
-def run_photos(models, photos, detectors, aligns, normalizations) -> list[dict]:
+def run_photos(models, photos, detectors, aligns, normalizations, also: dict | None = None) -> list[dict]:
     from tqdm import tqdm
 
     class_names = next(iter(models)).class_names
@@ -112,7 +115,7 @@ def run_photos(models, photos, detectors, aligns, normalizations) -> list[dict]:
                     crops[normalize].append(normalize_face(search.faces[0].crop, normalize))
             face_ms = (time.perf_counter() - started) * 1000 / len(decoded)
             for normalize in normalizations:
-                probabilities = network_predictions(models, np.stack(crops[normalize]))
+                probabilities = network_predictions(models, np.stack(crops[normalize]), also)
                 rows.append({
                     "detector": detector, "aligned": align, "normalize": normalize,
                     "photos": len(photos), "faces_found": found, "found_fraction": round(found / len(photos), 4),
@@ -123,7 +126,7 @@ def run_photos(models, photos, detectors, aligns, normalizations) -> list[dict]:
     return rows
 
 
-def run_fer_crops(models, csv_path: str, normalizations) -> dict[str, dict]:
+def run_fer_crops(models, csv_path: str, normalizations, also: dict | None = None) -> dict[str, dict]:
     """Each photometric step on FER2013 PublicTest crops (the selection split)."""
     from fer_utils.data import load_dataset
 
@@ -132,7 +135,7 @@ def run_fer_crops(models, csv_path: str, normalizations) -> dict[str, dict]:
     result = {}
     for normalize in normalizations:
         crops = np.stack([normalize_face(face.reshape(48, 48).astype(np.uint8), normalize) for face in val.images])
-        result[normalize] = scores(network_predictions(models, crops), val.labels, class_names)
+        result[normalize] = scores(network_predictions(models, crops, also), val.labels, class_names)
     return result
 
 
@@ -163,6 +166,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-unaligned", action="store_true", help="only the aligned pipeline")
     parser.add_argument("--fer-csv", default=None, help="also measure each photometric step on FER2013 PublicTest")
     parser.add_argument("--json", type=Path, default=None, help="write every figure here")
+    parser.add_argument("--also", type=Path, nargs="+", default=[], metavar="MODEL.keras",
+                        help="also score these networks (trained candidates outside the models folder), by file name")
     args = parser.parse_args(argv)
     if args.photos is None or not Path(args.photos).is_dir():
         print("error: point FER_PHOTOS_DIR (or --photos) at a folder of <class>/<photo> images, "
@@ -175,10 +180,23 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: no models could be loaded from {args.models_dir}", file=sys.stderr)
         return 2
     class_names = next(iter(models)).class_names
+    also = {}
+    for path in args.also:
+        from fer_utils.model_io import load_model
+
+        try:
+            also[path.stem] = load_model(path)
+        except Exception as error:  # a bad candidate is named, not a traceback
+            print(f"error: {path} could not be loaded: {error}", file=sys.stderr)
+            return 2
+        if also[path.stem].output_shape[-1] != len(class_names):
+            print(f"error: {path} has {also[path.stem].output_shape[-1]} classes, the shipped models {len(class_names)}",
+                  file=sys.stderr)
+            return 2
     photos = labelled_photos(Path(args.photos), class_names)
     aligns = [True] if args.no_unaligned else [False, True]
-    rows = run_photos(models, photos, args.detectors, aligns, args.normalize)
-    fer = run_fer_crops(models, args.fer_csv, args.normalize) if args.fer_csv else None
+    rows = run_photos(models, photos, args.detectors, aligns, args.normalize, also)
+    fer = run_fer_crops(models, args.fer_csv, args.normalize, also) if args.fer_csv else None
     keys = list(rows[0]["models"])
     print(f"{len(photos)} photos from {args.photos}; models from {args.models_dir} (accuracy / macro-F1)\n")
     print(markdown(rows, fer, keys))

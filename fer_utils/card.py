@@ -249,6 +249,21 @@ class ModelCard(Mapping):
         raise ValueError(f"the card of {self.model_name or 'this model'} records neither its class set nor its class names")
 
     @property
+    def ferplus_csv(self) -> str | None:
+        """The FER+ votes file its labels came from (notebook parameter ``ferplus_csv``), else None."""
+        value = _dig(self.parameters, "data", "ferplus_csv")
+        return value if isinstance(value, str) and value else None
+
+    @property
+    def split_seed(self) -> int:
+        """The seed its data was split with (a FER+ model's validation slice of Training depends on it)."""
+        for keys in (("data", "seed"), ("training", "seed")):
+            value = _dig(self.parameters, *keys)
+            if isinstance(value, int):
+                return value
+        return 42
+
+    @property
     def data_sha256(self) -> str | None:
         """The checksum of the data its figures were measured on."""
         value = _dig(self.data, "sha256")

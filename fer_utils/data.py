@@ -208,7 +208,8 @@ def load_dataset(
         return load_image_folders(path, class_set, val_fraction=val_fraction, seed=seed, drop_blank=drop_blank)
     if path.name.endswith((".csv", ".csv.gz")):
         return load_fer2013_csv(
-            path, class_set, ferplus_csv=ferplus_csv, drop_blank=drop_blank, cache_dir=cache_dir
+            path, class_set, ferplus_csv=ferplus_csv, val_fraction=val_fraction, seed=seed,
+            drop_blank=drop_blank, cache_dir=cache_dir,
         )
     raise ValueError(f"'{path}' is neither a .csv/.csv.gz file nor a folder of images")
 
@@ -221,10 +222,17 @@ def load_fer2013_csv(
     class_set: int | str | Iterable[str] = 7,
     *,
     ferplus_csv: str | os.PathLike | None = None,
+    val_fraction: float = 0.1,
+    seed: int = 42,
     drop_blank: bool = True,
     cache_dir: str | os.PathLike | None = None,
 ) -> FerDataset:
-    """Load the original ``emotion,pixels,Usage`` CSV; optionally relabel by FER+ majority vote."""
+    """Load the original ``emotion,pixels,Usage`` CSV; optionally relabel by FER+ majority vote.
+
+    With FER+ labels no PublicTest face is used: its votes must not reach model selection, so
+    validation is a stratified ``val_fraction`` of Training (FER+ labels, ``seed``), and the
+    test split is PrivateTest by its FER+ majority vote.
+    """
     path = Path(path)
     checksum = file_sha256(path)
     emotions, images, usages = _read_fer_csv_cached(path, checksum, cache_dir)
@@ -232,14 +240,19 @@ def load_fer2013_csv(
     dropped: dict[str, int] = {}
     notes: list[str] = []
 
-    if ferplus_csv is not None:
-        ferplus = ferplus_majority_labels(ferplus_csv, expected_rows=len(emotions))
-        dropped["ferplus_no_majority"] = int((ferplus < 0).sum())
-        notes.append(f"labels: FER+ majority vote from {Path(ferplus_csv).name}")
-        keep = ferplus >= 0
-        emotions, images, usages = ferplus[keep], images[keep], usages[keep]
-
-    return _assemble(images, emotions, usages, class_names, str(path), checksum, dropped, notes, drop_blank)
+    if ferplus_csv is None:
+        return _assemble(images, emotions, usages, class_names, str(path), checksum, dropped, notes, drop_blank)
+    ferplus = ferplus_majority_labels(ferplus_csv, expected_rows=len(emotions))
+    public = usages == "PublicTest"
+    dropped["ferplus_no_majority"] = int(((ferplus < 0) & ~public).sum())
+    dropped["ferplus_publictest_unused"] = int(public.sum())
+    notes.append(f"labels: FER+ majority vote from {Path(ferplus_csv).name}; PublicTest unused")
+    keep = (ferplus >= 0) & ~public
+    dataset = _assemble(
+        images[keep], ferplus[keep], usages[keep], class_names, str(path), checksum, dropped, notes,
+        drop_blank, allow_missing_val=True,
+    )
+    return split_validation(dataset, val_fraction, seed)
 
 
 def read_fer_csv(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

@@ -73,6 +73,29 @@ def load_data(
     return dataset
 
 
+FERPLUS_FILE = "fer2013new.csv.gz"
+
+
+def load_card_data(
+    card: ModelCard,
+    data_path: str | os.PathLike,
+    ferplus_csv: str | os.PathLike | None = None,
+) -> FerDataset:
+    """The data a card's figures were measured on: its class set and, for a FER+ model, its labels and split.
+
+    A FER+ model's votes file is ``ferplus_csv`` when given, else the one its card names, else
+    ``fer2013new.csv.gz`` beside ``data_path``.
+    """
+    if not card.ferplus_csv:
+        return load_dataset(data_path, card.class_set)
+    candidates = [Path(ferplus_csv)] if ferplus_csv else [resolve_path(card.ferplus_csv), Path(data_path).with_name(FERPLUS_FILE)]
+    found = next((path for path in candidates if path.is_file()), None)
+    if found is None:
+        raise FileNotFoundError(f"{card.model_name} was trained on FER+ labels, but no FER+ votes file was found "
+                                f"(tried {', '.join(str(path) for path in candidates)})")
+    return load_dataset(data_path, card.class_set, ferplus_csv=found, seed=card.split_seed)
+
+
 def model_card(
     name: str,
     kind: str,

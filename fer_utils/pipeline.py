@@ -66,22 +66,89 @@ class RandomAffine(keras.layers.Layer):
                 "flip": self.flip, "seed": self.seed}
 
 
+@keras.saving.register_keras_serializable(package="fer_utils")
+class RandomJpegQuality(keras.layers.Layer):
+    """Re-encode a share of the faces as JPEG at a random quality, as photos on the web are.
+
+    ``probability`` of each face is re-encoded at a quality drawn from ``lowest``-95.
+    TensorFlow's JPEG codec works on one image at a time, so the batch is mapped; at 48x48
+    this costs far less than a training step. Inactive outside training.
+    """
+
+    def __init__(self, lowest=30, probability=0.5, seed=None, **kwargs):
+        super().__init__(**kwargs)
+        if not 1 <= lowest <= 95:
+            raise ValueError(f"the lowest JPEG quality must be 1-95, got {lowest}")
+        if not 0 <= probability <= 1:
+            raise ValueError(f"probability must be 0-1, got {probability}")
+        self.lowest, self.probability, self.seed = int(lowest), float(probability), seed
+
+    def call(self, images, training=True):
+        if not training:
+            return images
+        images = tf.convert_to_tensor(images)
+        n = tf.shape(images)[0]
+        qualities = tf.random.uniform([n], self.lowest, 96, dtype=tf.int32, seed=self.seed)
+        chosen = tf.random.uniform([n], seed=self.seed) < self.probability
+
+        def one(args):
+            image, quality, apply = args
+            pixels = tf.cast(tf.clip_by_value(tf.round(image), 0, 255), tf.uint8)
+            degraded = tf.cast(tf.image.adjust_jpeg_quality(pixels, quality), image.dtype)
+            return tf.where(apply, tf.reshape(degraded, tf.shape(image)), image)
+
+        return tf.map_fn(one, (images, qualities, chosen), fn_output_signature=images.dtype)
+
+    def get_config(self):
+        return {**super().get_config(), "lowest": self.lowest, "probability": self.probability, "seed": self.seed}
+
+
 def build_augmentation(
     rotation: float = 0.0,
     shift: float = 0.0,
     zoom: float = 0.0,
     flip: bool = True,
     seed: int | None = None,
-) -> RandomAffine | None:
-    """Training-time augmentation with the reference study's magnitudes.
+    *,
+    brightness: float = 0.0,
+    contrast: float = 0.0,
+    blur: float = 0.0,
+    jpeg_quality: int = 0,
+    occlusion: float = 0.0,
+) -> keras.layers.Layer | None:
+    """Training-time augmentation: the reference study's warps, optionally photo conditions.
 
     ``rotation`` is in degrees (as in the study's ``ImageDataGenerator``), ``shift`` and
-    ``zoom`` are fractions of the image size. Returns ``None`` when every magnitude is
-    zero and flip is off, so callers can skip the step entirely.
+    ``zoom`` are fractions of the image size. The rest move FER2013's faces toward faces cut
+    from photos, each off at 0: ``brightness`` and ``contrast`` are Keras's factors (a random
+    change of up to that fraction), ``blur`` the share of faces blurred (Gaussian, sigma
+    0.2-1.5 px, as a small face scaled up is), ``jpeg_quality`` the lowest quality half the
+    faces are re-encoded at, ``occlusion`` the share of faces with one rectangle (2-12 % of
+    the face) erased, as by a hand or glasses. The photo conditions come first, then the
+    warp, as a camera's image is degraded before a face is cut from it. Returns ``None`` when
+    nothing is on, so callers can skip the step entirely.
     """
-    if not (rotation or shift or zoom or flip):
-        return None
-    return RandomAffine(rotation, shift, zoom, flip, seed=seed, name="augmentation")
+    for name, value in (("brightness", brightness), ("contrast", contrast), ("blur", blur), ("occlusion", occlusion)):
+        if not 0 <= value <= 1:
+            raise ValueError(f"augmentation {name} must be between 0 and 1, got {value}")
+    layers: list[keras.layers.Layer] = []
+    if brightness:
+        layers.append(keras.layers.RandomBrightness(brightness, value_range=(0, 255), seed=seed))
+    if contrast:
+        # a tuple: Keras 3.15 reads a single float as (0, factor), so contrast would only ever grow
+        layers.append(keras.layers.RandomContrast((contrast, contrast), value_range=(0, 255), seed=seed))
+    if blur:
+        layers.append(keras.layers.RandomGaussianBlur((blur, blur), kernel_size=5, sigma=(0.2, 1.5),
+                                                      value_range=(0, 255), seed=seed))
+    if jpeg_quality:
+        layers.append(RandomJpegQuality(jpeg_quality, 0.5, seed=seed))
+    if occlusion:
+        layers.append(keras.layers.RandomErasing((occlusion, occlusion), scale=(0.02, 0.12),
+                                                 value_range=(0, 255), seed=seed))
+    warp = RandomAffine(rotation, shift, zoom, flip, seed=seed, name="augmentation") if rotation or shift or zoom or flip else None
+    if not layers:
+        return warp
+    return keras.Sequential(layers + ([warp] if warp else []), name="augmentation")
 
 
 def make_dataset(

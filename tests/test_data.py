@@ -239,10 +239,20 @@ def test_ferplus_labels_replace_the_originals(fer_csv, tmp_path):
 
     dataset = load_dataset(path, ["happy", "sad"], ferplus_csv=ferplus, cache_dir=tmp_path / "cache")
     assert dataset.dropped["ferplus_no_majority"] == 1
-    train = (usages == "Training")
-    train[0] = False
-    expected = np.where(originally_happy[train], 1, 0)  # class set (happy, sad)
-    np.testing.assert_array_equal(dataset.train.labels, expected)
+    assert dataset.dropped["ferplus_publictest_unused"] == int((usages == "PublicTest").sum())
+    training = usages == "Training"
+    training[0] = False
+    expected = np.where(originally_happy, 1, 0)  # class set (happy, sad), by FER+
+    # Validation is carved out of Training: no PublicTest face or vote reaches selection.
+    fitted = np.concatenate([dataset.train.images, dataset.val.images])
+    fitted_labels = np.concatenate([dataset.train.labels, dataset.val.labels])
+    assert len(dataset.val) == 2 and len(fitted) == training.sum()
+    index_of = {images[i].tobytes(): i for i in np.flatnonzero(training)}
+    rows = [index_of[face.tobytes()] for face in fitted]  # KeyError: a face not from Training
+    np.testing.assert_array_equal(fitted_labels, expected[rows])
+    private = usages == "PrivateTest"
+    np.testing.assert_array_equal(dataset.test.images, images[private])
+    np.testing.assert_array_equal(dataset.test.labels, expected[private])
     with pytest.raises(ValueError, match=r"no training images of \['angry'"):
         load_dataset(path, ferplus_csv=ferplus, cache_dir=tmp_path / "cache")
 

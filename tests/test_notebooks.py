@@ -252,3 +252,53 @@ def test_a_notebook_continues_a_saved_model_as_a_second_stage(smoke_run, synthet
     assert card["parameters"]["training"]["lr_schedule"] == "cosine"
     # Two more epochs at a small learning rate keep what the first stage learned (it scored > 0.5).
     assert card["metrics"]["test"]["plain"]["accuracy"] > 0.5
+
+
+def test_a_notebook_trains_on_ferplus_labels_with_photo_conditions(synthetic_csv, tmp_path):
+    """FER+ end to end: every label is the vote's, validation comes from Training, PublicTest is unused."""
+    from fer_utils.experiment import load_predictions
+
+    frame = pd.read_csv(synthetic_csv)
+    columns = ["neutral", "happiness", "surprise", "sadness", "anger", "disgust", "fear", "contempt", "unknown", "NF"]
+    by_emotion = ["anger", "disgust", "fear", "happiness", "sadness", "surprise", "neutral"]  # FER2013's order
+    ferplus_labels = frame["emotion"].replace({0: 1, 1: 0}).to_numpy()  # FER+ swaps angry and disgusted
+    votes = np.zeros((len(frame), len(columns)), dtype=int)
+    votes[np.arange(len(frame)), [columns.index(by_emotion[e]) for e in ferplus_labels]] = 7
+    votes[0] = 0
+    votes[0, columns.index("NF")] = 10  # not a face: dropped
+    ferplus = tmp_path / "fer2013new.csv"
+    pd.DataFrame(votes, columns=columns).assign(Usage=frame["Usage"]).to_csv(ferplus, index=False)
+
+    plan = tmp_path / "ferplus.yaml"
+    plan.write_text(json.dumps({"notebooks": [{"notebook": "01_scratch_cnn", "parameters": {
+        "data_path": str(synthetic_csv), "ferplus_csv": str(ferplus), "epochs": 25, "batch_size": 32,
+        "early_stopping_patience": 0, "reduce_lr_patience": 10,  # it may idle a few epochs before it takes off
+        "filters": [16, 32, 64], "dense_units": [64], "dropout": 0.2, "l2": 0.0, "optimizer": "adam",
+        "jit_compile": False, "explain_faces": 2, "tta": False,
+        "brightness": 0.2, "contrast": 0.2, "blur": 0.2, "jpeg_quality": 50, "occlusion": 0.2,
+        "output_dir": str(tmp_path / "models"), "reports_dir": str(tmp_path / "reports"), "work_dir": str(tmp_path / "work"),
+    }}]}))
+    completed = _batch(str(plan), "--runs-dir", str(tmp_path / "runs"), timeout=600)
+    assert completed.returncode == 0, completed.stdout[-3000:] + completed.stderr[-3000:]
+
+    card = read_model_card(tmp_path / "models" / "scratch_cnn.keras")
+    assert any("FER+ majority vote" in note for note in card["data"]["notes"])
+    usage = frame["Usage"].to_numpy()
+    assert card["data"]["dropped"]["ferplus_publictest_unused"] == (usage == "PublicTest").sum()
+    sizes = card["data"]["split_sizes"]
+    assert sizes["train"] + sizes["val"] == (usage == "Training").sum() - 1 and sizes["val"] == 28
+    assert sizes["test"] == (usage == "PrivateTest").sum()
+    assert card["parameters"]["augmentation"]["jpeg_quality"] == 50
+    assert card["parameters"]["data"]["ferplus_csv"] == str(ferplus)
+    # The card's PrivateTest figure is measured against the FER+ labels, and the swap was learned.
+    proba = load_predictions(tmp_path / "models" / "scratch_cnn_predictions.npz")["proba"]
+    accuracy = float((proba.argmax(axis=1) == ferplus_labels[usage == "PrivateTest"]).mean())
+    assert accuracy == pytest.approx(card["metrics"]["test"]["plain"]["accuracy"], abs=1e-6)
+    assert accuracy > 0.5  # chance is 1/7
+
+    # Calibration finds the FER+ votes the card names and fits T on the Training slice, not PublicTest.
+    from fer_utils.calibration import FITTED_ON_FERPLUS, calibrate_folder
+
+    blocks, errors = calibrate_folder(tmp_path / "models", synthetic_csv, reports_dir=tmp_path / "reports")
+    assert not errors and blocks["scratch_cnn"]["fitted_on"] == FITTED_ON_FERPLUS
+    assert blocks["scratch_cnn"]["test_accuracy"] == pytest.approx(accuracy, abs=1e-6)

@@ -177,6 +177,43 @@ def test_pipeline_batches_augments_and_one_hots(synthetic_splits):
         build_augmentation(rotation=-5)
 
 
+def test_photo_conditions_degrade_faces_as_photos_do():
+    """Brightness, contrast, blur, JPEG and occlusion each change faces the way they say, only in training."""
+    rng = np.random.default_rng(0)
+    gray = np.full((64, 48, 48, 1), 128.0, np.float32)
+    edge = np.zeros((64, 48, 48, 1), np.float32)
+    edge[:, :, 24:] = 200.0
+    noise = rng.uniform(0, 255, (64, 48, 48, 1)).astype(np.float32)
+
+    def apply(faces, **options):
+        layer = build_augmentation(flip=False, seed=3, **options)
+        assert np.array_equal(layer(faces, training=False).numpy(), faces)  # inference is untouched
+        out = layer(faces, training=True).numpy()
+        assert out.min() >= 0 and out.max() <= 255
+        return out
+
+    bright = apply(gray, brightness=0.3)  # a whole face lighter or darker, still flat
+    assert np.ptp(bright.reshape(64, -1), axis=1).max() < 1e-3 and bright.std() > 10
+    contrast = apply(edge, contrast=0.5)  # the step between the halves grows or shrinks
+    steps = contrast[:, 0, 40, 0] - contrast[:, 0, 5, 0]
+    assert steps.min() < 190 and steps.max() > 210
+    blurred = apply(edge, blur=1.0)  # a hard edge becomes a ramp
+    assert all(len(np.unique(face[10, 18:30, 0].round(1))) > 2 for face in blurred)
+    jpeg = apply(noise, jpeg_quality=20)  # half the faces re-encoded, badly
+    changed = np.abs(jpeg - noise).mean(axis=(1, 2, 3)) > 5
+    assert 0.25 < changed.mean() < 0.75
+    occluded = apply(noise, occlusion=1.0)  # one small rectangle per face
+    area = (np.abs(occluded - noise) > 0.5).mean(axis=(1, 2, 3))
+    assert area.min() > 0 and area.max() < 0.15
+
+    chain = build_augmentation(rotation=10, flip=True, brightness=0.2, occlusion=0.5, seed=0)
+    assert [type(layer).__name__ for layer in chain.layers] == ["RandomBrightness", "RandomErasing", "RandomAffine"]
+    with pytest.raises(ValueError, match="blur must be between 0 and 1"):
+        build_augmentation(blur=2)
+    with pytest.raises(ValueError, match="lowest JPEG quality"):
+        build_augmentation(jpeg_quality=100)
+
+
 def _pattern() -> np.ndarray:
     image = np.zeros((1, 48, 48, 1), np.float32)
     image[0, 10:20, 5:15] = 255.0  # a bright square left of centre
