@@ -173,6 +173,7 @@ def main(argv: list[str] | None = None) -> int:
         print("error: point FER_PHOTOS_DIR (or --photos) at a folder of <class>/<photo> images, "
               "for example ../shared/data/jaffe", file=sys.stderr)
         return 2
+    from fer_utils.model_io import load_model
     from fer_utils.serving import load_models
 
     models = load_models(args.models_dir, warm_up=False)
@@ -182,8 +183,6 @@ def main(argv: list[str] | None = None) -> int:
     class_names = next(iter(models)).class_names
     also = {}
     for path in args.also:
-        from fer_utils.model_io import load_model
-
         try:
             also[path.stem] = load_model(path)
         except Exception as error:  # a bad candidate is named, not a traceback
