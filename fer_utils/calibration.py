@@ -62,6 +62,7 @@ TARGET_ECE = 0.03
 FITTED_ON = "PublicTest"
 #: A FER+ model's selection split: no PublicTest vote may reach selection, calibration included.
 FITTED_ON_FERPLUS = "a stratified 10 % of Training (FER+ labels)"
+
 # log of the smallest positive float32: a probability a float32 softmax rounded to 0 was at most
 # this small, so its logit is floored here rather than made -inf (which no T could fix in the NLL).
 _LOG_FLOOR = float(np.log(np.finfo(np.float32).smallest_subnormal))
@@ -71,6 +72,11 @@ _ROW_SUM_TOLERANCE = 1e-3
 
 
 # --------------------------------------------------------------------------- temperature
+def fitted_on(card: ModelCard) -> str:
+    """Where a card's temperature is fitted: its selection split."""
+    return FITTED_ON_FERPLUS if card.ferplus_csv else FITTED_ON
+
+
 def _as_logits(values: Any, inputs: Literal["auto", "probabilities", "logits"] = "auto") -> np.ndarray:
     """Logits (float64, N x K) from probabilities (their log) or from logits as given."""
     z = np.asarray(values, dtype=np.float64)
@@ -373,7 +379,7 @@ def calibrate_model(
         test_proba, predictions_sha256 = shipped
     del model
 
-    fitted_on = FITTED_ON_FERPLUS if card.ferplus_csv else FITTED_ON
+    where = fitted_on(card)
     temperature = fit_temperature(val_proba, dataset.val.labels, inputs="probabilities")
     val_after = apply_temperature(val_proba, temperature)
     test_after = apply_temperature(test_proba, temperature)
@@ -384,7 +390,7 @@ def calibrate_model(
     block = {
         "method": "temperature",
         "temperature": temperature,
-        "fitted_on": fitted_on,
+        "fitted_on": where,
         "bins": int(bins),
         "test_ece_before": test_before_bins.ece,
         "test_ece_after": test_after_bins.ece,
@@ -401,7 +407,7 @@ def calibrate_model(
         "target_test_ece": TARGET_ECE,
         "test_reliability": {"before": test_before_bins.to_dict(), "after": test_after_bins.to_dict()},
         "how": "p_T = softmax(log(p) / T) applied to the model's output probabilities (for an ensemble, its "
-               f"head's); T minimises the negative log-likelihood on {fitted_on}; PrivateTest is only measured. "
+               f"head's); T minimises the negative log-likelihood on {where}; PrivateTest is only measured. "
                "The predicted class, and so every accuracy figure, is unchanged. "
                "Made by python -m fer_utils.calibration.",
     }
@@ -446,8 +452,7 @@ def calibrate_folder(
             key = (card.class_set, card.ferplus_csv, card.ferplus_csv and card.split_seed)
             if key not in datasets:
                 datasets[key] = load_card_data(card, data_path)
-            where = FITTED_ON_FERPLUS if card.ferplus_csv else FITTED_ON
-            print(f"{name}: fitting T on {where} ({len(datasets[key].val)} faces)...", file=out, flush=True)
+            print(f"{name}: fitting T on {fitted_on(card)} ({len(datasets[key].val)} faces)...", file=out, flush=True)
             blocks[name] = calibrate_model(models_dir / card.file_name, datasets[key], bins=bins,
                                            batch_size=batch_size, reports_dir=reports_dir)
         except (ValueError, FileNotFoundError, KeyError, RuntimeError) as error:

@@ -365,7 +365,7 @@ def evaluate_splits(model: Any, data: FerDataset, *, weights_dtype: str = "float
     evaluations = {split: evaluate_model(model, getattr(data, split).images, getattr(data, split).labels,
                                          data.class_names, tta=tta)
                    for split in ("val", "test")}
-    print("PublicTest (val): ", evaluations["val"].summary())
+    print("validation (val):  ", evaluations["val"].summary())  # PublicTest, or a FER+ run's slice of Training
     print("PrivateTest (test):", evaluations["test"].summary())
     return evaluations
 
