@@ -28,8 +28,11 @@ It then measures, in this process on the same models, the two paths that are not
   reaches it is reported.
 * **video**: a ``--video-seconds`` (30) 640x480 10 frames/s mp4 of such frames through
   ``fer_utils.video.analyse_video`` with its default ``every`` (10), every model, the app's detector.
+* **mirror**: what averaging each face with its mirror image costs (``--mirror``): every model on
+  the photo's face (``serving.predict_all``) and the whole photo (``serving.analyse_photo``), one
+  pass against two, interleaved (4 rounds of 30 and 10 calls each), both Compare-all graphs traced.
 
-``--parts compare live video`` chooses what runs (default: all three, one after another, never at once).
+``--parts compare live video mirror`` chooses what runs (default: all four, one after another, never at once).
 """
 
 from __future__ import annotations
@@ -108,7 +111,8 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def start_app(models_dir: Path, port: int, log_path: Path, detector: str | None = None) -> tuple[subprocess.Popen, float]:
+def start_app(models_dir: Path, port: int, log_path: Path, detector: str | None = None,
+              mirror: bool = False) -> tuple[subprocess.Popen, float]:
     """Start ``python demo/app.py`` and wait until its page answers; returns (process, seconds)."""
     import httpx
 
@@ -117,7 +121,7 @@ def start_app(models_dir: Path, port: int, log_path: Path, detector: str | None 
     log = open(log_path, "w")
     process = subprocess.Popen(
         [sys.executable, str(APP), "--models-dir", str(models_dir), "--host", "127.0.0.1", "--port", str(port)]
-        + (["--detector", detector] if detector else []),
+        + (["--detector", detector] if detector else []) + (["--mirror"] if mirror else []),
         stdout=log, stderr=subprocess.STDOUT, env=env, cwd=tempfile.gettempdir(),  # not the repo: paths must not depend on cwd
     )
     url = f"http://127.0.0.1:{port}/"
@@ -289,6 +293,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="what to measure: compare (the app through gradio_client), live, video (default: all)")
     parser.add_argument("--detector", choices=("mtcnn", "haar"),
                         help="the app's --detector for the compare part (default: the app's default)")
+    parser.add_argument("--mirror", action="store_true",
+                        help="the app's --mirror (each face answered with its mirror image) for compare and video")
     parser.add_argument("--live-frames", type=int, default=120, help="live frames measured after 10 of warm-up")
     parser.add_argument("--video-seconds", type=float, default=30.0, help="length of the 640x480 10 fps test video")
     parser.add_argument("--serve-noop", type=int, help=argparse.SUPPRESS)  # internal: the transport-floor app
@@ -314,7 +320,7 @@ def main(argv: list[str] | None = None) -> int:
         results: dict[str, object] = {}
         if "compare" in args.parts:
             results.update(run(models_dir, args, workdir))  # the app in its own process, stopped before the next
-        if "live" in args.parts or "video" in args.parts:
+        if {"live", "video", "mirror"} & set(args.parts):
             results.update(run_in_process(models_dir, args, workdir))
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
@@ -340,7 +346,7 @@ def main(argv: list[str] | None = None) -> int:
     return 0 if ok else 1
 
 
-PARTS = ("compare", "live", "video")
+PARTS = ("compare", "live", "video", "mirror")
 
 
 def live_frames(count: int, photo: Path = DEFAULT_PHOTO, size: tuple[int, int] = (640, 480), face: int = 360):
@@ -400,6 +406,27 @@ def write_video(path: Path, frames: list, fps: float = 10.0) -> Path:
     return path
 
 
+def measure_mirror(models, photo: Path, rounds: int = 4) -> dict[str, object]:
+    """Medians (ms) of every model on one face and of one whole photo, with and without the mirror."""
+    from fer_utils.serving import analyse_photo, networks_to_run, predict_all
+
+    models.warm_up(explainers=False, views=(1, 2))
+    networks = networks_to_run(list(models))
+    face = analyse_photo(models, photo).faces[0].crop
+    seconds: dict[str, list[float]] = {f"{what}_{mode}": [] for what in ("models", "photo") for mode in ("once", "mirror")}
+    for _ in range(rounds):
+        for mode, mirror in (("once", False), ("mirror", True)):
+            for what, call, count in (("models", lambda: predict_all(models, face, mirror=mirror), 30),
+                                      ("photo", lambda: analyse_photo(models, photo, mirror=mirror), 10)):
+                for _ in range(count):
+                    started = time.perf_counter()
+                    call()
+                    seconds[f"{what}_{mode}"].append(time.perf_counter() - started)
+    result: dict[str, object] = {key: summary(values) for key, values in seconds.items()}
+    result["networks"] = len(networks)
+    return result
+
+
 def run_in_process(models_dir: Path, args: argparse.Namespace, workdir: Path) -> dict[str, object]:
     """The live path's frames/s and a video's processing time, on the same models, in this process."""
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -428,19 +455,23 @@ def run_in_process(models_dir: Path, args: argparse.Namespace, workdir: Path) ->
                     break
             live["fallbacks_tried"] = tried
         results["live"] = live
+    if "mirror" in args.parts:
+        results["mirror_cost"] = measure_mirror(models, args.photo)
     if "video" in args.parts:
         from fer_utils.video import analyse_video
 
         fps = 10.0
+        # the app's Compare-all graph for its --mirror setting, traced as the app's warm-up traces it
+        models.warm_up(explainers=False, detectors=(app.DEFAULT_DETECTOR,), views=(2,) if args.mirror else (1,))
         path = write_video(workdir / "live_30s.mp4", live_frames(int(args.video_seconds * fps), args.photo), fps)
         started = time.perf_counter()
-        result = analyse_video(models, path)  # the defaults: every=10, every model, the default detector
+        result = analyse_video(models, path, mirror=args.mirror)  # every=10, every model, the default detector
         seconds = time.perf_counter() - started
         results["video"] = {
             "duration_s": args.video_seconds, "fps": fps, "size": "640x480", "every": result.every,
             "frames": result.info.frames, "frames_analysed": result.frames_analysed,
             "frames_with_face": result.summary().get("frames_with_face"), "models": len(models),
-            "detector": app.DEFAULT_DETECTOR, "seconds": round(seconds, 1),
+            "detector": app.DEFAULT_DETECTOR, "mirror": args.mirror, "seconds": round(seconds, 1),
             "ms_per_sampled_frame": round(seconds / max(1, result.frames_analysed) * 1000, 1),
             "realtime_factor": round(args.video_seconds / seconds, 2),
         }
@@ -452,7 +483,7 @@ def run(models_dir: Path, args: argparse.Namespace, workdir: Path) -> dict[str, 
 
     port = free_port()
     log_path = workdir / "app.log"
-    process, startup = start_app(models_dir, port, log_path, args.detector)
+    process, startup = start_app(models_dir, port, log_path, args.detector, args.mirror)
     try:
         url = f"http://127.0.0.1:{port}/"
         client = Client(url, verbose=False, download_files=False, ssl_verify=False)
@@ -478,6 +509,7 @@ def run(models_dir: Path, args: argparse.Namespace, workdir: Path) -> dict[str, 
                              for name in endpoints},
         }
         results["compare_detector"] = answers[-1][-1].get("detector") if answers else None
+        results["compare_mirror"] = args.mirror
         if "/live_frame" in named:  # one frame of the live path as an API client sees it (upload included)
             timed_calls(client, args.photo, "/live_frame", 3)
             results["live_frame_api"] = summary(timed_calls(client, args.photo, "/live_frame", args.requests))

@@ -8,7 +8,8 @@ disgust, fear, happy, sad, surprise, neutral). For every detector (``haar``, ``m
 without alignment, and with each photometric step (``none``, ``equalize``, ``clahe``) it runs
 every photo through the serving path's own functions (``fer_utils.imaging.decode_image`` ->
 ``fer_utils.faces.find_faces`` -> each shipped model; with several faces the largest is scored;
-with none, the whole image, as the app does) and reports:
+with none, the whole image, as the app does), with each face answered once and, as the serving
+path does by default, averaged with its mirror image (``--mirror``), and reports:
 
 - faces found: photos with at least one face;
 - full-pipeline accuracy and macro-F1 per model (scikit-learn);
@@ -55,12 +56,19 @@ def labelled_photos(root: Path, class_names: tuple[str, ...]) -> list[tuple[Path
     return photos
 
 
-def network_predictions(models, crops: np.ndarray, also: dict | None = None) -> dict[str, np.ndarray]:
+def network_predictions(models, crops: np.ndarray, also: dict | None = None, mirror: bool = False) -> dict[str, np.ndarray]:
     """Each model's class probabilities for a batch of 48x48 crops (the ensemble from its members').
 
     ``also`` maps names to more Keras models (trained candidates outside the models folder).
+    ``mirror``: every answer is the mean of the answers on the crop and on its mirror image, as the
+    serving path answers photos (``fer_utils.serving.predict_all``; the ensemble's head runs on each).
     """
-    batch = crops.astype(np.float32)[..., None]
+    views = [crops, crops[:, :, ::-1]] if mirror else [crops]
+    answers = [_one_view(models, view.astype(np.float32)[..., None], also) for view in views]
+    return {key: np.mean([answer[key] for answer in answers], axis=0) for key in answers[0]}
+
+
+def _one_view(models, batch: np.ndarray, also: dict | None) -> dict[str, np.ndarray]:
     out: dict[str, np.ndarray] = {name: model.predict(batch, batch_size=128, verbose=0) for name, model in (also or {}).items()}
     networks = models.networks()
     for key, loaded in networks.items():
@@ -87,7 +95,8 @@ def scores(probabilities: dict[str, np.ndarray], labels: np.ndarray, class_names
     return result
 
 
-def run_photos(models, photos, detectors, aligns, normalizations, also: dict | None = None) -> list[dict]:
+def run_photos(models, photos, detectors, aligns, normalizations, also: dict | None = None,
+               mirrors: tuple[bool, ...] = (True,)) -> list[dict]:
     from tqdm import tqdm
 
     class_names = next(iter(models)).class_names
@@ -115,18 +124,19 @@ def run_photos(models, photos, detectors, aligns, normalizations, also: dict | N
                     crops[normalize].append(normalize_face(search.faces[0].crop, normalize))
             face_ms = (time.perf_counter() - started) * 1000 / len(decoded)
             for normalize in normalizations:
-                probabilities = network_predictions(models, np.stack(crops[normalize]), also)
-                rows.append({
-                    "detector": detector, "aligned": align, "normalize": normalize,
-                    "photos": len(photos), "faces_found": found, "found_fraction": round(found / len(photos), 4),
-                    "found_after_turning": rotated,
-                    "ms_per_photo": round(decode_ms + face_ms, 1),
-                    "models": scores(probabilities, labels, class_names),
-                })
+                for mirror in mirrors:
+                    probabilities = network_predictions(models, np.stack(crops[normalize]), also, mirror)
+                    rows.append({
+                        "detector": detector, "aligned": align, "normalize": normalize, "mirror": mirror,
+                        "photos": len(photos), "faces_found": found, "found_fraction": round(found / len(photos), 4),
+                        "found_after_turning": rotated,
+                        "ms_per_photo": round(decode_ms + face_ms, 1),
+                        "models": scores(probabilities, labels, class_names),
+                    })
     return rows
 
 
-def run_fer_crops(models, csv_path: str, normalizations, also: dict | None = None) -> dict[str, dict]:
+def run_fer_crops(models, csv_path: str, normalizations, also: dict | None = None, mirror: bool = True) -> dict[str, dict]:
     """Each photometric step on FER2013 PublicTest crops (the selection split)."""
     from fer_utils.data import load_dataset
 
@@ -135,16 +145,17 @@ def run_fer_crops(models, csv_path: str, normalizations, also: dict | None = Non
     result = {}
     for normalize in normalizations:
         crops = np.stack([normalize_face(face.reshape(48, 48).astype(np.uint8), normalize) for face in val.images])
-        result[normalize] = scores(network_predictions(models, crops, also), val.labels, class_names)
+        result[normalize] = scores(network_predictions(models, crops, also, mirror), val.labels, class_names)
     return result
 
 
 def markdown(rows: list[dict], fer: dict | None, keys: list[str]) -> str:
-    head = "| detector | aligned | normalize | faces found | ms / photo | " + " | ".join(keys) + " |"
-    lines = [head, "|" + "---|" * (5 + len(keys))]
+    head = "| detector | aligned | normalize | mirror | faces found | ms / photo | " + " | ".join(keys) + " |"
+    lines = [head, "|" + "---|" * (6 + len(keys))]
     for row in rows:
         cells = [f"{row['models'][k]['accuracy']:.1%} / {row['models'][k]['macro_f1']:.3f}" for k in keys]
         lines.append(f"| {row['detector']} | {'yes' if row['aligned'] else 'no'} | {row['normalize']} | "
+                     f"{'yes' if row.get('mirror', False) else 'no'} | "
                      f"{row['faces_found']}/{row['photos']} ({row['found_fraction']:.1%}) | {row['ms_per_photo']} | "
                      + " | ".join(cells) + " |")
     if fer:
@@ -164,6 +175,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--detectors", nargs="+", default=list(DETECTORS), choices=DETECTORS)
     parser.add_argument("--normalize", nargs="+", default=list(NORMALIZATIONS), choices=NORMALIZATIONS)
     parser.add_argument("--no-unaligned", action="store_true", help="only the aligned pipeline")
+    parser.add_argument("--mirror", choices=("yes", "no", "both"), default="both",
+                        help="average each face with its mirror image as the serving path does (yes), "
+                             "one pass (no), or report both (default)")
     parser.add_argument("--fer-csv", default=None, help="also measure each photometric step on FER2013 PublicTest")
     parser.add_argument("--json", type=Path, default=None, help="write every figure here")
     parser.add_argument("--also", type=Path, nargs="+", default=[], metavar="MODEL.keras",
@@ -194,8 +208,9 @@ def main(argv: list[str] | None = None) -> int:
             return 2
     photos = labelled_photos(Path(args.photos), class_names)
     aligns = [True] if args.no_unaligned else [False, True]
-    rows = run_photos(models, photos, args.detectors, aligns, args.normalize, also)
-    fer = run_fer_crops(models, args.fer_csv, args.normalize, also) if args.fer_csv else None
+    mirrors = {"yes": (True,), "no": (False,), "both": (False, True)}[args.mirror]
+    rows = run_photos(models, photos, args.detectors, aligns, args.normalize, also, mirrors)
+    fer = run_fer_crops(models, args.fer_csv, args.normalize, also, mirrors[-1]) if args.fer_csv else None
     keys = list(rows[0]["models"])
     print(f"{len(photos)} photos from {args.photos}; models from {args.models_dir} (accuracy / macro-F1)\n")
     print(markdown(rows, fer, keys))

@@ -326,8 +326,9 @@ def reliability_diagram(
 
 
 # --------------------------------------------------------------------------- models and cards
-def _test_probabilities(models_dir: Path, name: str, n: int, k: int) -> tuple[np.ndarray, str | None] | None:
-    """The shipped PrivateTest probabilities, when the predictions file holds them for this split."""
+def _test_probabilities(models_dir: Path, name: str, n: int, k: int) -> tuple[np.ndarray, np.ndarray | None, str] | None:
+    """The shipped PrivateTest probabilities (plain, and mirrored where stored), when the predictions
+    file holds them for this split."""
     from .experiment import load_predictions, predictions_path
 
     path = predictions_path(models_dir, name)
@@ -335,10 +336,36 @@ def _test_probabilities(models_dir: Path, name: str, n: int, k: int) -> tuple[np
         return None
     stored = load_predictions(path)
     split = str(stored.get("split", "test"))
-    proba = stored.get("proba")
+    proba, mirrored = stored.get("proba"), stored.get("proba_tta")
     if split != "test" or proba is None or proba.shape != (n, k):
         return None
-    return proba.astype(np.float64), file_sha256(path)
+    mirrored = mirrored.astype(np.float64) if mirrored is not None and mirrored.shape == (n, k) else None
+    return proba.astype(np.float64), mirrored, file_sha256(path)
+
+
+def _fit_and_measure(val_proba: np.ndarray, val_labels: np.ndarray, test_proba: np.ndarray, test_labels: np.ndarray,
+                     bins: int, name: str) -> tuple[dict[str, Any], ReliabilityBins, ReliabilityBins]:
+    """``T`` fitted on the selection split's probabilities, and both splits' ECE and NLL before and after."""
+    temperature = fit_temperature(val_proba, val_labels, inputs="probabilities")
+    val_after = apply_temperature(val_proba, temperature)
+    test_after = apply_temperature(test_proba, temperature)
+    if not np.array_equal(test_proba.argmax(axis=1), test_after.argmax(axis=1)):
+        raise RuntimeError(f"{name}: temperature {temperature} changed a predicted class; this cannot happen for T > 0")
+    before_bins = reliability_bins(test_proba, test_labels, bins)
+    after_bins = reliability_bins(test_after, test_labels, bins)
+    figures = {
+        "temperature": temperature,
+        "test_ece_before": before_bins.ece,
+        "test_ece_after": after_bins.ece,
+        "test_nll_before": negative_log_likelihood(test_proba, test_labels),
+        "test_nll_after": negative_log_likelihood(test_after, test_labels),
+        "val_ece_before": expected_calibration_error(val_proba, val_labels, bins),
+        "val_ece_after": expected_calibration_error(val_after, val_labels, bins),
+        "val_nll_before": negative_log_likelihood(val_proba, val_labels),
+        "val_nll_after": negative_log_likelihood(val_after, val_labels),
+        "test_accuracy": float(np.mean(test_proba.argmax(axis=1) == test_labels)),
+    }
+    return figures, before_bins, after_bins
 
 
 def calibrate_model(
@@ -372,35 +399,26 @@ def calibrate_model(
     k = len(dataset.class_names)
     model = load_model(model_path)
     val_proba = predict_proba(model, dataset.val.images, batch_size=batch_size).astype(np.float64)
+    val_mirrored = predict_proba(model, dataset.val.images, batch_size=batch_size, tta="flip").astype(np.float64)
     shipped = _test_probabilities(model_path.parent, name, len(dataset.test), k)
-    if shipped is None:
-        test_proba, predictions_sha256 = predict_proba(model, dataset.test.images, batch_size=batch_size).astype(np.float64), None
-    else:
-        test_proba, predictions_sha256 = shipped
+    test_proba, test_mirrored, predictions_sha256 = shipped if shipped is not None else (None, None, None)
+    if test_proba is None:
+        test_proba = predict_proba(model, dataset.test.images, batch_size=batch_size).astype(np.float64)
+    if test_mirrored is None:
+        test_mirrored = predict_proba(model, dataset.test.images, batch_size=batch_size, tta="flip").astype(np.float64)
     del model
 
     where = fitted_on(card)
-    temperature = fit_temperature(val_proba, dataset.val.labels, inputs="probabilities")
-    val_after = apply_temperature(val_proba, temperature)
-    test_after = apply_temperature(test_proba, temperature)
-    if not np.array_equal(test_proba.argmax(axis=1), test_after.argmax(axis=1)):
-        raise RuntimeError(f"{name}: temperature {temperature} changed a predicted class; this cannot happen for T > 0")
-    test_before_bins = reliability_bins(test_proba, dataset.test.labels, bins)
-    test_after_bins = reliability_bins(test_after, dataset.test.labels, bins)
+    labels = (dataset.val.labels, dataset.test.labels)
+    plain, test_before_bins, test_after_bins = _fit_and_measure(val_proba, labels[0], test_proba, labels[1], bins, name)
+    mirrored, _, _ = _fit_and_measure(val_mirrored, labels[0], test_mirrored, labels[1], bins, name)
+    temperature = plain["temperature"]
     block = {
         "method": "temperature",
-        "temperature": temperature,
         "fitted_on": where,
         "bins": int(bins),
-        "test_ece_before": test_before_bins.ece,
-        "test_ece_after": test_after_bins.ece,
-        "test_nll_before": negative_log_likelihood(test_proba, dataset.test.labels),
-        "test_nll_after": negative_log_likelihood(test_after, dataset.test.labels),
-        "val_ece_before": expected_calibration_error(val_proba, dataset.val.labels, bins),
-        "val_ece_after": expected_calibration_error(val_after, dataset.val.labels, bins),
-        "val_nll_before": negative_log_likelihood(val_proba, dataset.val.labels),
-        "val_nll_after": negative_log_likelihood(val_after, dataset.val.labels),
-        "test_accuracy": float(np.mean(test_proba.argmax(axis=1) == dataset.test.labels)),
+        **plain,
+        "mirrored": mirrored,
         "test_probabilities": f"{name}_predictions.npz" if predictions_sha256 else "predicted from the model file",
         "predictions_sha256": predictions_sha256,
         "data_sha256": dataset.checksum,
@@ -408,7 +426,9 @@ def calibrate_model(
         "test_reliability": {"before": test_before_bins.to_dict(), "after": test_after_bins.to_dict()},
         "how": "p_T = softmax(log(p) / T) applied to the model's output probabilities (for an ensemble, its "
                f"head's); T minimises the negative log-likelihood on {where}; PrivateTest is only measured. "
-               "The predicted class, and so every accuracy figure, is unchanged. "
+               "The predicted class, and so every accuracy figure, is unchanged. 'mirrored' holds a second T, "
+               "fitted the same way on the model's answers averaged over each face and its mirror image (flip "
+               "TTA, what the photo path serves), which are softer than plain answers. "
                "Made by python -m fer_utils.calibration.",
     }
     card.calibration = block
@@ -463,13 +483,17 @@ def calibrate_folder(
 
 def calibration_table(blocks: Mapping[str, Mapping[str, Any]]) -> str:
     """Markdown: T, PrivateTest ECE and NLL before -> after, and whether the target is met."""
-    lines = ["| model | T | PrivateTest ECE before -> after | NLL before -> after | ECE where T was fitted, before -> after | accuracy | target |",
-             "|---|---|---|---|---|---|---|"]
+    lines = ["| model | T | PrivateTest ECE before -> after | NLL before -> after | ECE where T was fitted, before -> after | accuracy | "
+             "mirrored (flip TTA): T, PrivateTest ECE before -> after | target |",
+             "|---|---|---|---|---|---|---|---|"]
     for name, b in blocks.items():
-        target = "ok" if b["test_ece_after"] <= TARGET_ECE else f"MISSED (> {TARGET_ECE})"
+        m = b.get("mirrored") or {}
+        missed = [what for what, ece in (("plain", b["test_ece_after"]), ("mirrored", m.get("test_ece_after"))) if ece and ece > TARGET_ECE]
+        target = f"MISSED (> {TARGET_ECE}: {', '.join(missed)})" if missed else "ok"
+        mirrored = f"{m['temperature']:.3f}, {m['test_ece_before']:.4f} -> {m['test_ece_after']:.4f}" if m else "-"
         lines.append(f"| {name} | {b['temperature']:.3f} | {b['test_ece_before']:.4f} -> {b['test_ece_after']:.4f} | "
                      f"{b['test_nll_before']:.4f} -> {b['test_nll_after']:.4f} | "
-                     f"{b['val_ece_before']:.4f} -> {b['val_ece_after']:.4f} | {100 * b['test_accuracy']:.1f} % | {target} |")
+                     f"{b['val_ece_before']:.4f} -> {b['val_ece_after']:.4f} | {100 * b['test_accuracy']:.1f} % | {mirrored} | {target} |")
     return "\n".join(lines)
 
 
@@ -552,7 +576,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
     print()
     print(calibration_table(blocks))
-    missed = [name for name, block in blocks.items() if block["test_ece_after"] > TARGET_ECE]
+    missed = [name for name, block in blocks.items()
+              if max(block["test_ece_after"], (block.get("mirrored") or {}).get("test_ece_after", 0.0)) > TARGET_ECE]
     if missed:
         print(f"\nPrivateTest ECE after scaling is above {TARGET_ECE} for: {', '.join(missed)}")
     for name, error in errors.items():

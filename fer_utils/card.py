@@ -416,13 +416,23 @@ class ModelCard(Mapping):
     @property
     def temperature(self) -> float:
         """The temperature its calibration block records (fitted on PublicTest), else 1."""
+        return self.temperature_for(mirrored=False)
+
+    def temperature_for(self, mirrored: bool = False) -> float:
+        """The temperature for plain answers, or for answers averaged with the mirror image (flip TTA,
+        softer, so they get their own ``T``; an older card without one falls back to the plain ``T``)."""
         block = self.calibration if isinstance(self.calibration, dict) else {}
-        value = block.get("temperature") if block.get("method") == "temperature" else None
+        if block.get("method") != "temperature":
+            return 1.0
+        source = block.get("mirrored") if mirrored and isinstance(block.get("mirrored"), dict) else block
+        value = source.get("temperature")
         return float(value) if isinstance(value, (int, float)) and value > 0 else 1.0
 
-    def calibration_ece(self) -> tuple[float | None, float | None]:
-        """PrivateTest ECE before and after the temperature (None where not calibrated)."""
+    def calibration_ece(self, mirrored: bool = False) -> tuple[float | None, float | None]:
+        """PrivateTest ECE before and after the temperature (None where not calibrated), of plain or mirrored answers."""
         block = self.calibration if isinstance(self.calibration, dict) else {}
+        if mirrored:
+            block = block.get("mirrored") if isinstance(block.get("mirrored"), dict) else {}
         values = [block.get(key) for key in ("test_ece_before", "test_ece_after")]
         before, after = (float(v) if isinstance(v, (int, float)) and not isinstance(v, bool) else None for v in values)
         return before, after
@@ -504,7 +514,12 @@ class ModelCard(Mapping):
         before, after = self.calibration_ece()
         if self.temperature == 1.0 or before is None or after is None:
             return "as the model gives them (not calibrated)"
-        return f"calibrated, T = {self.temperature:.2f}: ECE {before:.3f} -> {after:.3f}"
+        text = f"calibrated, T = {self.temperature:.2f}: ECE {before:.3f} -> {after:.3f}"
+        mirrored_before, mirrored_after = self.calibration_ece(mirrored=True)
+        if mirrored_before is None or mirrored_after is None:
+            return text
+        return (text + f"; photos (face and mirror averaged), T = {self.temperature_for(mirrored=True):.2f}: "
+                       f"ECE {mirrored_before:.3f} -> {mirrored_after:.3f}")
 
 
 CARD_KEYS = tuple(f.name for f in fields(ModelCard) if f.name not in ("extra", "card_file"))

@@ -352,6 +352,7 @@ def analyse_video(
     max_faces: int = MAX_FACES,
     try_rotations: bool = False,
     file: str | None = None,
+    mirror: bool = True,
 ) -> VideoResult:
     """Every ``every``-th frame (0, every, 2*every...) through every model named (all when None).
 
@@ -361,7 +362,8 @@ def analyse_video(
     columns of :func:`fer_utils.serving.analysis_rows`. A frame that cannot be read ends the
     reading with a note, keeping the rows so far. Turned faces (90/180/270 degrees) are not
     searched unless ``try_rotations``: OpenCV already applies a phone video's rotation, and the
-    three extra searches would cost most on the frames with no face.
+    three extra searches would cost most on the frames with no face. ``mirror``: each face is
+    answered with its mirror image averaged in, as photos are (:func:`fer_utils.serving.analyse_image`).
     """
     from .serving import analyse_image, analysis_rows, select
 
@@ -393,7 +395,7 @@ def analyse_video(
                 break
             rgb = cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
             analysis = analyse_image(models, rgb, keys=keys, detector=detector, max_faces=max_faces,
-                                     try_rotations=try_rotations)
+                                     try_rotations=try_rotations, mirror=mirror)
             search = analysis.search
             context = {"file": label, "frame": index, "time_s": round(index / info.fps, 3)}
             frame_rows = analysis_rows(analysis, **context)

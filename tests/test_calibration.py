@@ -173,6 +173,18 @@ def test_cli_writes_the_calibration_block_and_figure_and_a_second_run_changes_no
     b = ModelCard.read(folder / "cnn_b.keras").calibration
     assert b["test_probabilities"] == "predicted from the model file" and b["predictions_sha256"] is None
 
+    # a second T for answers averaged with the mirror image (what photos are served), fitted on PublicTest's
+    mirrored = a["mirrored"]
+    val_mirrored = predict_proba(model, data.val.images, tta="flip")
+    assert mirrored["temperature"] == pytest.approx(fit_temperature(val_mirrored, data.val.labels), rel=1e-9)
+    assert mirrored["val_ece_before"] == pytest.approx(expected_calibration_error(val_mirrored, data.val.labels), abs=1e-9)
+    assert mirrored["val_ece_before"] != pytest.approx(a["val_ece_before"], abs=1e-3), "measured on the mirrored answers"
+    test_mirrored = predict_proba(model, data.test.images, tta="flip")
+    assert mirrored["test_ece_after"] == pytest.approx(
+        expected_calibration_error(apply_temperature(test_mirrored, mirrored["temperature"]), data.test.labels), abs=1e-6)
+    assert ModelCard.read(folder / "cnn_a.keras").temperature_for(mirrored=True) == mirrored["temperature"]
+    assert "mirrored (flip TTA)" in output
+
     cards_after = {path.name: path.read_bytes() for path in folder.glob("*.json")}
     figure_after = (reports / "cnn_a" / "reliability.png").read_bytes()
     assert calibration.main([str(folder), "--data", str(csv), "--reports-dir", str(reports)]) == 0

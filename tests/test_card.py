@@ -104,6 +104,13 @@ def test_a_key_set_later_goes_last_and_one_changed_stays_in_place():
     card.storage = {"before": {}}
     assert list(card.to_dict()) == [*keys, "storage"]
     assert card.temperature == 2.0 and card.calibration_ece() == (None, None)
+    assert card.temperature_for(mirrored=True) == 2.0, "a card without a mirrored T falls back to the plain one"
+    card.calibration = {"method": "temperature", "temperature": 2.0, "test_ece_before": 0.1, "test_ece_after": 0.02,
+                        "mirrored": {"temperature": 1.5, "test_ece_before": 0.05, "test_ece_after": 0.01}}
+    assert card.temperature_for(mirrored=True) == 1.5 and card.temperature == 2.0
+    assert card.calibration_ece(mirrored=True) == (0.05, 0.01) and card.calibration_ece() == (0.1, 0.02)
+    assert card.about_row("ResNet50").endswith(
+        "| calibrated, T = 2.00: ECE 0.100 -> 0.020; photos (face and mirror averaged), T = 1.50: ECE 0.050 -> 0.010 |")
     fresh = ModelCard(name="m", kind="scratch_cnn", notes=[])
     assert fresh.to_dict() == {"name": "m", "kind": "scratch_cnn", "notes": []}, "unset fields are not written"
 
@@ -242,7 +249,8 @@ def test_the_rows_of_two_models_have_these_figures():
     assert CARDS["ensemble"].readme_row() == "| Ensemble | 70.3 % | 0.689 | 71.2 % | 0.704 | 57,737,231 | 0.01 | 6.5 |"
     resnet = _cells(_about_row("resnet50"))
     assert resnet[:2] == ["ResNet50", "62.1% (64.7% with TTA)"]
-    assert resnet[5] == "24.1 M params, 97.1 MB" and resnet[6] == "calibrated, T = 1.34: ECE 0.087 -> 0.025"
+    assert resnet[5] == "24.1 M params, 97.1 MB" and resnet[6] == (
+        "calibrated, T = 1.34: ECE 0.087 -> 0.025; photos (face and mirror averaged), T = 1.19: ECE 0.034 -> 0.020")
     ensemble = _cells(_about_row("ensemble"))
     assert ensemble[3].startswith("a trained head on the probabilities of Scratch CNN, ResNet50, MobileNetV2")
     assert ensemble[5] == "57.7 M params, 0.01 MB"

@@ -208,3 +208,20 @@ def test_rows_reach_the_partial_file_as_each_file_finishes_and_the_target_only_a
         {"file": "a.jpg", "face": 2, "new_column": ""},
         {"file": "b.jpg", "face": 1, "new_column": "x"},
     ]
+
+
+def test_no_mirror_passes_once_where_the_default_averages_each_face_with_its_mirror_image(csv_run, folder, models_dir,
+                                                                                          tmp_path):
+    import numpy as np
+
+    from fer_utils.predict import predict_paths
+
+    out = tmp_path / "once.csv"
+    done = run_cli(folder / "astronaut.jpg", "--models-dir", models_dir, "--detector", "haar", "--no-mirror", "--out", out)
+    assert done.returncode == 0, done.stderr
+    once = pd.read_csv(out)
+    columns = [f"{key}_{name}" for key in MODEL_KEYS for name in CLASSES]
+    averaged = rows_of(csv_run[2], "astronaut.jpg")[columns].to_numpy()
+    assert np.abs(once[columns].to_numpy() - averaged).max() > 1e-3, "the default differs: it averages in the mirror"
+    run = predict_paths([folder / "astronaut.jpg"], small_models(), detector="haar", progress=False, mirror=False)
+    np.testing.assert_allclose(as_csv_table(run.rows, run.columns)[columns].to_numpy(), once[columns].to_numpy(), rtol=1e-4)
