@@ -81,18 +81,51 @@ def _one_view(models, batch: np.ndarray, also: dict | None) -> dict[str, np.ndar
     return out
 
 
-def scores(probabilities: dict[str, np.ndarray], labels: np.ndarray, class_names) -> dict[str, dict[str, float]]:
-    from sklearn.metrics import accuracy_score, f1_score
+def scores(probabilities: dict[str, np.ndarray], labels: np.ndarray, class_names) -> dict[str, dict]:
+    """Accuracy, macro-F1, each class's recall and the confusion matrix (rows: true class) per model."""
+    from sklearn.metrics import accuracy_score, confusion_matrix, f1_score, recall_score
 
     result = {}
+    classes = list(range(len(class_names)))
     for key, probs in probabilities.items():
         predicted = probs.argmax(axis=1)
+        recalls = recall_score(labels, predicted, labels=classes, average=None, zero_division=0)
         result[key] = {
             "accuracy": round(float(accuracy_score(labels, predicted)), 4),
-            "macro_f1": round(float(f1_score(labels, predicted, average="macro", labels=range(len(class_names)),
-                                             zero_division=0)), 4),
+            "macro_f1": round(float(f1_score(labels, predicted, average="macro", labels=classes, zero_division=0)), 4),
+            "recall": {name: round(float(value), 4) for name, value in zip(class_names, recalls)},
+            "confusion": confusion_matrix(labels, predicted, labels=classes).tolist(),
         }
     return result
+
+
+def recall_markdown(rows: list[dict], key: str, class_names) -> str:
+    """Each class's recall for one model (the ensemble where there is one), per pipeline row: which
+    expressions the photos lose."""
+    lines = [f"Recall per class, {key}:", "", "| detector | aligned | normalize | mirror | " + " | ".join(class_names) + " |",
+             "|" + "---|" * (4 + len(class_names))]
+    for row in rows:
+        recall = row["models"][key]["recall"]
+        lines.append(f"| {row['detector']} | {'yes' if row['aligned'] else 'no'} | {row['normalize']} | "
+                     f"{'yes' if row.get('mirror', False) else 'no'} | "
+                     + " | ".join(f"{recall[name]:.2f}" for name in class_names) + " |")
+    return "\n".join(lines)
+
+
+def confusion_figure(rows: list[dict], key: str, class_names, path: Path) -> Path:
+    """One row-normalised confusion matrix of ``key`` per pipeline row, side by side, saved to ``path``."""
+    from matplotlib.figure import Figure
+
+    from fer_utils.plotting import plot_confusion_matrix, save_figure
+
+    size = 1.0 + 0.75 * len(class_names)
+    figure = Figure(figsize=((size + 1.2) * len(rows), size + 0.4), layout="constrained")
+    for i, row in enumerate(rows):
+        title = (f"{key}: {row['detector']}, {'aligned' if row['aligned'] else 'not aligned'}, {row['normalize']}"
+                 f"{', mirror' if row.get('mirror') else ''} ({row['models'][key]['accuracy']:.1%})")
+        plot_confusion_matrix(row["models"][key]["confusion"], class_names, normalize=True, title=title,
+                              ax=figure.add_subplot(1, len(rows), i + 1))
+    return save_figure(figure, path)
 
 
 def run_photos(models, photos, detectors, aligns, normalizations, also: dict | None = None,
@@ -180,6 +213,9 @@ def main(argv: list[str] | None = None) -> int:
                              "one pass (no), or report both (default)")
     parser.add_argument("--fer-csv", default=None, help="also measure each photometric step on FER2013 PublicTest")
     parser.add_argument("--json", type=Path, default=None, help="write every figure here")
+    parser.add_argument("--figure", type=Path, default=None,
+                        help="save the ensemble's (else the first model's) confusion matrices here, one per pipeline "
+                             "row (a PNG; keep figures of licensed photo sets out of the repository)")
     parser.add_argument("--also", type=Path, nargs="+", default=[], metavar="MODEL.keras",
                         help="also score these networks (trained candidates outside the models folder), by file name")
     args = parser.parse_args(argv)
@@ -214,6 +250,10 @@ def main(argv: list[str] | None = None) -> int:
     keys = list(rows[0]["models"])
     print(f"{len(photos)} photos from {args.photos}; models from {args.models_dir} (accuracy / macro-F1)\n")
     print(markdown(rows, fer, keys))
+    shown = "ensemble" if "ensemble" in keys else keys[0]
+    print("\n" + recall_markdown(rows, shown, class_names))
+    if args.figure:
+        print(f"\nconfusion matrices of {shown}: {confusion_figure(rows, shown, class_names, args.figure)}")
     if args.json:
         args.json.write_text(json.dumps({"photos": str(args.photos), "rows": rows, "fer_public_test": fer}, indent=2))
     return 0
