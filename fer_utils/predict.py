@@ -5,7 +5,8 @@
 
 Why: the demo answers one upload at a time; this runs a folder of them through the very same
 serving path (:func:`fer_utils.serving.analyse_photo` for photos, :func:`fer_utils.video.analyse_video`
-for videos), so a face gets the same answer here as in the demo.
+for videos), so a face gets the same answer here as in the demo (started with ``--mirror``; with
+``--no-mirror`` here, as the demo by default).
 
 - Folders are searched recursively, in sorted order; files in them that are neither an image
   (:data:`IMAGE_SUFFIXES`) nor a video (:data:`fer_utils.video.VIDEO_SUFFIXES`) are ignored, while
@@ -21,8 +22,8 @@ for videos), so a face gets the same answer here as in the demo.
   header is fixed up front from the models' class names), and the temporary file is renamed over
   ``--out`` at the end, so the target is never half written; an interrupted run (Ctrl-C) still
   keeps the rows of the files done. Without ``--out`` only a per-file summary is printed.
-- Each face's answers average the face and its mirror image (flip TTA, as the demo's photos and
-  videos do, shown with the temperature fitted for such answers); ``--no-mirror`` passes once.
+- Each face's answers average the face and its mirror image (flip TTA, as the demo started with
+  ``--mirror`` does, shown with the temperature fitted for such answers); ``--no-mirror`` passes once.
 """
 
 from __future__ import annotations
