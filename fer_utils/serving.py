@@ -753,7 +753,7 @@ def analyse_image(models: ModelSet, image: np.ndarray, *, keys: list[str] | tupl
     Pass ``search`` to reuse faces already found (the live tab carries them between frames).
     ``mirror`` (the default here and in ``fer_utils.predict``; the demo passes ``False`` unless started
     with ``--mirror``, for speed): every answer averages the face and its mirror image, which the
-    cards' TTA figures measure (the ensemble: 71.2 % on PrivateTest against 70.3 % for one pass),
+    cards' TTA figures measure (the ensemble: 71.0 % on PrivateTest against 70.5 % for one pass),
     shown with the temperature fitted for such answers; the live view passes once.
     """
     started = time.perf_counter()
