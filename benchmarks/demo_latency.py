@@ -111,6 +111,12 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
+def app_command(models_dir: Path, port: int, detector: str | None = None, mirror: bool = False) -> list[str]:
+    """The app's command line; ``models_dir`` made absolute here, as the app runs in another folder."""
+    return ([sys.executable, str(APP), "--models-dir", str(Path(models_dir).resolve()), "--host", "127.0.0.1",
+             "--port", str(port)] + (["--detector", detector] if detector else []) + (["--mirror"] if mirror else []))
+
+
 def start_app(models_dir: Path, port: int, log_path: Path, detector: str | None = None,
               mirror: bool = False) -> tuple[subprocess.Popen, float]:
     """Start ``python demo/app.py`` and wait until its page answers; returns (process, seconds)."""
@@ -120,8 +126,7 @@ def start_app(models_dir: Path, port: int, log_path: Path, detector: str | None 
     started = time.perf_counter()
     log = open(log_path, "w")
     process = subprocess.Popen(
-        [sys.executable, str(APP), "--models-dir", str(models_dir), "--host", "127.0.0.1", "--port", str(port)]
-        + (["--detector", detector] if detector else []) + (["--mirror"] if mirror else []),
+        app_command(models_dir, port, detector, mirror),
         stdout=log, stderr=subprocess.STDOUT, env=env, cwd=tempfile.gettempdir(),  # not the repo: paths must not depend on cwd
     )
     url = f"http://127.0.0.1:{port}/"

@@ -34,6 +34,20 @@ def test_auth_flag_parsing():
         parse_auth("no-colon")
 
 
+def test_the_latency_benchmark_hands_the_app_an_absolute_models_dir(tmp_path, monkeypatch):
+    """benchmarks/demo_latency.py starts the app in the temp folder, so `--models-dir saved_models`
+    (relative) once made it exit at start with no models found."""
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    import demo_latency
+
+    (tmp_path / "models").mkdir()
+    monkeypatch.chdir(tmp_path)
+    command = demo_latency.app_command(pathlib.Path("models"), 7860, detector="haar", mirror=True)
+    models_dir = pathlib.Path(command[command.index("--models-dir") + 1])
+    assert models_dir.is_absolute() and models_dir == tmp_path.resolve() / "models"
+    assert command[-3:] == ["--detector", "haar", "--mirror"] and "7860" in command
+
+
 def test_default_models_dir_is_next_to_the_repo_not_the_cwd():
     from fer_utils.serving import default_models_dir
 
