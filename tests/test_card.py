@@ -119,7 +119,7 @@ def test_the_card_is_a_read_only_mapping_of_its_json_for_older_code():
     card = CARDS["ensemble"]
     assert card["metrics"] is card.metrics and card.get("no such key") is None
     assert dict(card) == json.loads((SAVED_MODELS / "ensemble.json").read_text())
-    assert "ensemble" in card and "no such key" not in card and card.is_ensemble
+    assert "ensemble" in card and "weights_dtype" in card and "no such key" not in card and card.is_ensemble
     with pytest.raises(TypeError):
         card["name"] = "other"  # type: ignore[index]
     assert not ModelCard(), "an empty card (a model without one) is falsy, as {} was"
