@@ -8,7 +8,9 @@ refining them, its NMS and box helpers), run differently where that costs time o
   step moves twice the bytes), and converted to a tensor once for all three stages;
 * each pyramid level is one traced call (the package's area resize, then PNet) instead of an
   eager resize and a network call, and the largest level runs in a second thread beside the
-  others: 28 -> 21 ms for PNet on a 512x512 photo here.
+  others: 28 -> 21 ms for PNet on a 512x512 photo here;
+* pyramid levels smaller than PNet's 12-pixel window are skipped: they can hold no face, and a
+  call on one fails (the package then reports no face in the whole photo).
 
 ``tests/test_faces.py`` checks that the boxes and landmarks are the package's own.
 """
@@ -29,6 +31,7 @@ SCALE_FACTOR = 0.709
 PNET_THRESHOLD = 0.6
 PNET_NMS_PER_LEVEL = 0.5
 PNET_NMS_ACROSS_LEVELS = 0.7
+PNET_WINDOW = 12  # PNet's receptive field: a pyramid level smaller than this has no window to score
 
 _load_lock = threading.Lock()
 _level_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="fer-pnet")
@@ -111,6 +114,11 @@ def _proposals(pnet: Any, image: Any, min_face_size: int) -> np.ndarray:
         return found
 
     scales = list(build_scale_pyramid(width, height, min_face_size=min_face_size, scale_factor=SCALE_FACTOR))
+    # The package's pyramid rounds its level count, so its last level can be under PNet's window (9x12
+    # for a 1280x960 photo). The traced call failed on that level, so every 4:3 photo from 1280 px up (a
+    # phone's 4032x3024) and many square ones (1080x1080) failed; the package's own detect_faces fails on
+    # it too and returns no face at all. Such a level can hold no face: skip it.
+    scales = [scale for scale in scales if min(int(height * scale), int(width * scale)) >= PNET_WINDOW]
     # the largest level is about half the pyramid's pixels: it runs beside the others, which on two
     # cores beats one level after another (PNet's few channels keep one level from using both)
     largest = _level_pool.submit(levels, scales[:1]) if len(scales) > 1 else None
