@@ -26,6 +26,7 @@ Example::
 from __future__ import annotations
 
 import json
+import logging
 import threading
 from dataclasses import dataclass, field
 from functools import lru_cache
@@ -92,6 +93,7 @@ CHOSEN_COLOUR = (40, 200, 60)  # RGB
 OTHER_COLOUR = (255, 160, 0)
 FRAMING_FILE = Path(__file__).with_name("fer2013_framing.json")
 
+log = logging.getLogger(__name__)
 _local = threading.local()
 _mtcnn_lock = threading.Lock()  # MTCNN calls take turns
 
@@ -178,6 +180,7 @@ class FaceSearch:
     face_crop: bool = False  # ... because the upload already is a face crop
     reason: str = ""  # why nothing was found, where it could be told
     total_found: int = 0  # faces found before the MAX_FACES cap
+    detector_failed: bool = False  # MTCNN raised on this photo and the Haar cascade looked instead
 
     @property
     def found(self) -> bool:
@@ -195,7 +198,9 @@ class FaceSearch:
             width, height = self.image_size
             return (f"This image ({width}x{height} px) looks like a face crop already, so it was used as it is "
                     "(no face detection).")
+        failed = "the Haar cascade (MTCNN failed on this photo)"
         if self.whole_image:
+            who = failed if self.detector_failed else who
             why = f" {self.reason}" if self.reason else " Try a photo where the face is frontal and larger."
             return f"No face found ({who}): the whole image was used, so predictions may be unreliable.{why}"
         turned = f" The photo was turned {self.rotation} degrees clockwise to find {'it' if len(self.faces) == 1 else 'them'}." if self.rotation else ""
@@ -205,7 +210,7 @@ class FaceSearch:
         size = f"{box.w}x{box.h} px at ({box.x}, {box.y})"
         fallback = self.faces[0].detection.detector != self.detector
         if fallback:
-            who = f"the Haar cascade ({self.detector.upper()} found none)"
+            who = failed if self.detector_failed else f"the Haar cascade ({self.detector.upper()} found none)"
         if len(self.faces) == 1:
             return f"One face found by {who} ({size}).{turned}"
         return (f"{len(self.faces)} faces found by {who}, numbered largest first (#1: {size}).{capped}{turned}")
@@ -552,10 +557,10 @@ def find_faces(
 ) -> FaceSearch:
     """Every face (largest first, up to ``max_faces``) as a 48x48 crop the models can take.
 
-    A small square image is used as it is (a face crop already). Where MTCNN finds nothing, the
-    Haar cascade is asked too (they fail on different faces); with no face upright, the 90/180/270
-    degree turns are tried; with none at all, the whole image is the one "face" and
-    :attr:`FaceSearch.reason` says why where it can tell.
+    A small square image is used as it is (a face crop already). Where MTCNN finds nothing, or
+    fails on the photo, the Haar cascade is asked too (they fail on different faces); with no face
+    upright, the 90/180/270 degree turns are tried; with none at all, the whole image is the one
+    "face" and :attr:`FaceSearch.reason` says why where it can tell.
     """
     if normalize not in NORMALIZATIONS:
         raise ValueError(f"normalize must be one of {', '.join(NORMALIZATIONS)}, got {normalize!r}")
@@ -566,9 +571,11 @@ def find_faces(
         crop = normalize_face(whole_image_face(rgb, size), normalize)
         return FaceSearch([Face(crop, None)], image_size=(width, height), whole_image=True, face_crop=True, **common)
     turns = (0, *ROTATIONS) if try_rotations else (0,)
+    failed = False
     for rotation in turns:
         turned = _rotate(rgb, rotation)
-        found = detect(turned, detector)
+        found, error = _detect_or_error(turned, detector)
+        failed = failed or error
         if not found and detector == "mtcnn":  # a second opinion that fails differently, before turning the photo
             found = detect(turned, "haar")
         if not found:
@@ -579,13 +586,26 @@ def find_faces(
             crop = align_face(gray, detection, framing, size) if align else crop_face(gray, detection.box, size=size)
             faces.append(Face(normalize_face(crop, normalize), detection))
         return FaceSearch(faces, image_size=(turned.shape[1], turned.shape[0]), rotation=rotation,
-                          total_found=len(found), **common)
+                          total_found=len(found), detector_failed=failed, **common)
     reason = no_face_reason(rgb)
     if not reason and try_rotations:
         reason = ("No face was found upright or turned by 90, 180 or 270 degrees; a face turned sideways "
                   "(in profile) or partly hidden is hard to find.")
     crop = normalize_face(whole_image_face(rgb, size), normalize)
-    return FaceSearch([Face(crop, None)], image_size=(width, height), whole_image=True, reason=reason, **common)
+    return FaceSearch([Face(crop, None)], image_size=(width, height), whole_image=True, reason=reason,
+                      detector_failed=failed, **common)
+
+
+def _detect_or_error(image: np.ndarray, detector: str) -> tuple[list[Detection], bool]:
+    """``detect`` and False; but where MTCNN fails on a photo (as it once did on every 4:3 phone
+    photo), no faces and True, so that the Haar cascade looks instead of the photo being lost."""
+    try:
+        return detect(image, detector), False
+    except Exception:  # noqa: BLE001 - any failure inside MTCNN's networks; the log keeps it whole
+        if detector != "mtcnn":  # Haar, or an unknown name, which detect refuses
+            raise
+        log.exception("MTCNN failed on a %dx%d photo; the Haar cascade looks instead", image.shape[1], image.shape[0])
+        return [], True
 
 
 def rotate_image(image: np.ndarray, degrees_clockwise: int) -> np.ndarray:

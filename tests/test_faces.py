@@ -255,6 +255,27 @@ def test_mtcnn_finds_the_face_in_photos_whose_pyramid_ends_below_pnets_window(si
             assert abs(ours["confidence"] - reference["confidence"]) < 1e-4
 
 
+def test_a_photo_mtcnn_fails_on_goes_to_the_haar_cascade_and_the_note_says_so(monkeypatch, caplog):
+    """A detector error on one photo (such as the sub-window pyramid level above) must not lose the photo."""
+    import tensorflow as tf
+
+    from fer_utils import mtcnn_stages
+
+    def broken(*args, **kwargs):
+        raise tf.errors.InvalidArgumentError(None, None, "Incompatible shapes: [1,1,32] vs. [1,2,3,16]")
+
+    monkeypatch.setattr(mtcnn_stages, "detect_faces", broken)
+    with caplog.at_level("ERROR", logger="fer_utils.faces"):
+        search = find_faces(photo("grace_hopper.jpg"), "mtcnn")
+    assert search.found and search.detector_failed and search.faces[0].detection.detector == "haar"
+    assert search.note.startswith("One face found by the Haar cascade (MTCNN failed on this photo)")
+    assert "Incompatible shapes" in caplog.text, "the log keeps the error"
+    nothing = find_faces(photo("coffee_no_face.jpg"), "mtcnn")
+    assert nothing.whole_image and "MTCNN failed on this photo" in nothing.note
+    with pytest.raises(ValueError, match="detector must be one of"):
+        find_faces(photo("grace_hopper.jpg"), "yolo")
+
+
 def test_mtcnn_on_photos_with_nothing_to_propose_finds_nothing_without_an_error():
     from fer_utils import mtcnn_stages
 
