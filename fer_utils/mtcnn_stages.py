@@ -29,6 +29,8 @@ __all__ = ["detect_faces", "detector"]
 # the package's own defaults (mtcnn 1.0 StagePNet/StageRNet/StageONet), kept as they are
 SCALE_FACTOR = 0.709
 PNET_THRESHOLD = 0.6
+RNET_THRESHOLD = 0.7
+ONET_THRESHOLD = 0.8
 PNET_NMS_PER_LEVEL = 0.5
 PNET_NMS_ACROSS_LEVELS = 0.7
 PNET_WINDOW = 12  # PNet's receptive field: a pyramid level smaller than this has no window to score
@@ -68,7 +70,9 @@ def _trace_networks(mtcnn: Any) -> None:
         input_signature=[tf.TensorSpec((1, None, None, 3), tf.float32), tf.TensorSpec((2,), tf.int32)])
 
 
-def detect_faces(rgb: np.ndarray, min_face_size: int = 20) -> list[dict[str, Any]]:
+def detect_faces(rgb: np.ndarray, min_face_size: int = 20,
+                 thresholds: tuple[float, float, float] = (PNET_THRESHOLD, RNET_THRESHOLD, ONET_THRESHOLD),
+                 ) -> list[dict[str, Any]]:
     """Faces in an RGB uint8 photo, as ``MTCNN().detect_faces(rgb, min_face_size=...)`` returns them
     (box as x, y, width, height; confidence; keypoints). Not thread-safe: callers take turns."""
     import tensorflow as tf
@@ -80,14 +84,16 @@ def detect_faces(rgb: np.ndarray, min_face_size: int = 20) -> list[dict[str, Any
     normalized /= 128
     shapes = np.asarray([normalized.shape])
     images = tf.convert_to_tensor(normalized[None])
-    boxes = _proposals(pnet, images, min_face_size)
+    boxes = _proposals(pnet, images, min_face_size, thresholds[0])
     if len(boxes) == 0:
         return []
     try:
-        for stage in (rnet, onet):
-            boxes = stage(images_normalized=images, bboxes_batch=boxes)
-            if len(boxes) == 0:
-                return []
+        boxes = rnet(images_normalized=images, bboxes_batch=boxes, threshold_rnet=thresholds[1])
+        if len(boxes) == 0:
+            return []
+        boxes = onet(images_normalized=images, bboxes_batch=boxes, threshold_onet=thresholds[2])
+        if len(boxes) == 0:
+            return []
     except tf.errors.InvalidArgumentError:  # how the package's stages say that nothing is left
         return []
     boxes = limit_bboxes(boxes, images_shapes=shapes, limit_landmarks=False)  # detect_faces' defaults
@@ -95,7 +101,7 @@ def detect_faces(rgb: np.ndarray, min_face_size: int = 20) -> list[dict[str, Any
     return found[0] if found else []
 
 
-def _proposals(pnet: Any, image: Any, min_face_size: int) -> np.ndarray:
+def _proposals(pnet: Any, image: Any, min_face_size: int, threshold: float = PNET_THRESHOLD) -> np.ndarray:
     """PNet's candidate boxes over the image pyramid of ``image`` (1, H, W, 3): the package's StagePNet,
     each level one traced call."""
     import tensorflow as tf
@@ -109,7 +115,7 @@ def _proposals(pnet: Any, image: Any, min_face_size: int) -> np.ndarray:
         for scale in scales:
             size = tf.constant([int(height * scale), int(width * scale)], tf.int32)  # as tf.image.resize truncates
             regression, scores = pnet._fer_level(image, size)
-            boxes = upscale_bboxes(generate_bounding_box(regression, scores, PNET_THRESHOLD), np.asarray([scale]))
+            boxes = upscale_bboxes(generate_bounding_box(regression, scores, threshold), np.asarray([scale]))
             found.append(smart_nms_from_bboxes(boxes, threshold=PNET_NMS_PER_LEVEL, method="union", initial_sort=False))
         return found
 

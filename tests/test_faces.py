@@ -276,6 +276,29 @@ def test_a_photo_mtcnn_fails_on_goes_to_the_haar_cascade_and_the_note_says_so(mo
         find_faces(photo("grace_hopper.jpg"), "yolo")
 
 
+def test_where_neither_detector_finds_a_face_upright_mtcnn_looks_again_at_lower_thresholds(monkeypatch):
+    """A hard face (here: the first pass made to demand more than this face's 0.99 and the Haar
+    cascade made blind), found neither upright nor turned, is found by the second look instead of
+    the whole image being answered."""
+    import fer_utils.faces as faces
+
+    rgb = photo("grace_hopper.jpg")
+    [plain] = faces.detect(rgb, "mtcnn")
+    monkeypatch.setattr(faces, "MTCNN_MIN_SCORE", 0.999)
+    monkeypatch.setattr(faces, "detect_faces", lambda *args, **kwargs: [])  # the Haar cascade
+    assert faces.detect(rgb, "mtcnn") == []
+    search = find_faces(rgb, "mtcnn")
+    assert search.found and search.second_look and search.rotation == 0 and len(search.faces) == 1
+    found = search.faces[0].detection
+    assert found.detector == "mtcnn" and found.landmarks is not None and found.score == pytest.approx(plain.score, abs=0.01)
+    a, b = found.box, plain.box
+    inter = max(0, min(a.x + a.w, b.x + b.w) - max(a.x, b.x)) * max(0, min(a.y + a.h, b.y + b.h) - max(a.y, b.y))
+    assert inter / (a.area + b.area - inter) > 0.8, "the same face as the first pass finds unhindered"
+    assert "MTCNN at lower thresholds (a second look; confidence 0.99), so it may not be a face" in search.note
+    without = find_faces(rgb, "mtcnn", second_look=False)
+    assert not without.second_look and (without.whole_image or without.rotation), "without it, nothing upright"
+
+
 def test_mtcnn_on_photos_with_nothing_to_propose_finds_nothing_without_an_error():
     from fer_utils import mtcnn_stages
 
