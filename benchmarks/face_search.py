@@ -1,6 +1,7 @@
 """How often the photo search finds a face it should, and a face where there is none.
 
-    python benchmarks/face_search.py --fer-csv ../shared/data/fer2013/fer2013.csv.gz [--faces 800] [--no-face 200]
+    python benchmarks/face_search.py --fer-csv ../shared/data/fer2013/fer2013.csv.gz [--faces 800] [--turned 300]
+        [--no-face 200] [--thresholds 0.5 0.5 0.5 --thresholds 0.4 0.4 0.4 ...]
 
 Labelled photos of expressions in the wild are what the search is for, and the project has none it
 may measure on besides JAFFE (posed, frontal, every face found). So this builds them: FER2013
@@ -8,9 +9,12 @@ may measure on besides JAFFE (posed, frontal, every face found). So this builds 
 90-170 px and blended into a 480x360 piece of one of scikit-image's face-free sample photos (a cat,
 a rocket, coins, text, textures...). The same pieces without a face measure false faces. Each photo
 goes through ``fer_utils.faces.find_faces`` as the app calls it, with MTCNN's second look at lower
-thresholds and without it, and the first face's crop through one network (with the mirror image, as
-the app answers photos). A face counts as the pasted one where its box overlaps the pasted square
-by IoU 0.25 or more; one found only in a turned copy is always another (the pasted face is upright).
+thresholds (one or more settings) and without it, and the first face's crop through one network
+(with the mirror image, as the app answers photos). A face counts as the pasted one where its box
+overlaps the pasted square by IoU 0.25 or more; one found only in a turned copy is always another
+(the pasted face is upright). The first ``--turned`` photos are also searched turned 90 degrees
+clockwise, as a sideways photo without its EXIF orientation arrives, where the turned search
+should find the face.
 
 Needs scikit-image (``requirements.txt``) for the sample photos. Nothing here trains or selects weights.
 """
@@ -31,6 +35,7 @@ import numpy as np  # noqa: E402
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from fer_utils.faces import SECOND_LOOK_THRESHOLDS as DEFAULT_SECOND_LOOK  # noqa: E402
 from fer_utils.faces import find_faces  # noqa: E402
 
 #: scikit-image sample photos with no human face in them
@@ -94,23 +99,46 @@ def iou(a, b) -> float:
     return inter / (a[2] * a[3] + b[2] * b[3] - inter)
 
 
-def outcome(search, truth) -> str:
-    """What the search gave for a photo with a pasted face: which step found what."""
+def outcome(search, truth, turned: bool = False) -> str:
+    """What the search gave for a photo with a pasted face: which step found what. In a photo
+    turned sideways (``turned``), a face found upright is not told right from wrong."""
     if search.whole_image:
         return "whole image"
     if search.rotation:
         return "a face in a turned copy"
+    if turned:
+        return "second look" if search.second_look else f"{search.faces[0].detection.detector}, upright"
     box = search.faces[0].box
     right = truth is not None and iou((box.x, box.y, box.w, box.h), truth) >= 0.25
     step = "second look" if search.second_look else search.faces[0].detection.detector
     return f"{step}: {'the pasted face' if right else 'another box'}"
 
 
+def search_with(photo: np.ndarray, thresholds: tuple[float, float, float] | None):
+    """``find_faces`` as the app calls it, with the second look at ``thresholds`` (None: without it)."""
+    from fer_utils import faces
+
+    if thresholds is not None:
+        faces.SECOND_LOOK_THRESHOLDS = thresholds
+    return find_faces(photo, "mtcnn", second_look=thresholds is not None)
+
+
+def setting_name(thresholds: tuple[float, float, float] | None) -> str:
+    if thresholds is None:
+        return "without the second look"
+    default = "default, " if thresholds == DEFAULT_SECOND_LOOK else ""
+    return f"second look at {'/'.join(f'{t:g}' for t in thresholds)} ({default}PNet/RNet/ONet)"
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--fer-csv", default=os.environ.get("FER2013_CSV"), help="FER2013 CSV (default: $FER2013_CSV)")
     parser.add_argument("--faces", type=int, default=800, help="PublicTest faces to paste")
+    parser.add_argument("--turned", type=int, default=300,
+                        help="of those, photos also measured turned 90 degrees clockwise (what the turned search is for)")
     parser.add_argument("--no-face", type=int, default=200, help="face-free photos")
+    parser.add_argument("--thresholds", type=float, nargs=3, action="append", metavar=("PNET", "RNET", "ONET"),
+                        help=f"a second-look setting to measure (repeatable; default: the shipped {DEFAULT_SECOND_LOOK})")
     parser.add_argument("--model", type=Path, default=ROOT / "saved_models" / "scratch_cnn_distilled.keras")
     parser.add_argument("--seed", type=int, default=5)
     args = parser.parse_args(argv)
@@ -122,42 +150,53 @@ def main(argv=None) -> int:
     from fer_utils.evaluation import predict_proba
     from fer_utils.model_io import load_model
 
+    settings = [*(tuple(t) for t in (args.thresholds or [DEFAULT_SECOND_LOOK])), None]
     rng = np.random.default_rng(args.seed)
     photos = sample_photos()
     val = load_dataset(args.fer_csv).val
     chosen = rng.choice(len(val.labels), min(args.faces, len(val.labels)), replace=False)
     faces, labels = val.images[chosen].reshape(-1, 48, 48).astype(np.uint8), val.labels[chosen]
     model = load_model(args.model)
-    runs = {"with the second look": True, "without it": False}
-    counts = {name: collections.Counter() for name in runs}
-    crops: dict[str, list[np.ndarray]] = {name: [] for name in runs}
-    seconds = {name: 0.0 for name in runs}
-    for face in tqdm(faces, desc="pasted faces", unit="photo"):
+    sets = ("upright", "turned")
+    counts = {(kind, s): collections.Counter() for kind in sets for s in settings}
+    crops: dict = {(kind, s): [] for kind in sets for s in settings}
+    seconds = {s: 0.0 for s in settings}
+    for i, face in enumerate(tqdm(faces, desc="pasted faces", unit="photo")):
         photo, truth = paste_face(face, background(photos, rng), rng)
-        for name, look in runs.items():
+        for setting in settings:
             started = time.perf_counter()
-            search = find_faces(photo, "mtcnn", second_look=look)
-            seconds[name] += time.perf_counter() - started
-            counts[name][outcome(search, truth)] += 1
-            crops[name].append(search.faces[0].crop)
+            search = search_with(photo, setting)
+            seconds[setting] += time.perf_counter() - started
+            counts["upright", setting][outcome(search, truth)] += 1
+            crops["upright", setting].append(search.faces[0].crop)
+            if i < args.turned:
+                search = search_with(np.ascontiguousarray(np.rot90(photo, -1)), setting)
+                counts["turned", setting][outcome(search, None, turned=True)] += 1
+                crops["turned", setting].append(search.faces[0].crop)
     false_faces = collections.Counter()
     for _ in tqdm(range(args.no_face), desc="face-free photos", unit="photo"):
         photo = background(photos, rng)
-        for name, look in runs.items():
-            search = find_faces(photo, "mtcnn", second_look=look)
-            false_faces[name] += int(search.found)
-    print(f"\n{len(faces)} FER2013 PublicTest faces pasted into photos; {args.no_face} face-free photos; "
-          f"answers by {args.model.stem} (with the mirror image)\n")
-    print("| search | " + " | ".join(sorted({k for c in counts.values() for k in c})) +
-          " | accuracy | ms / photo | false faces in face-free photos |")
-    keys = sorted({k for c in counts.values() for k in c})
-    print("|" + "---|" * (len(keys) + 4))
-    for name in runs:
-        batch = np.stack(crops[name]).astype(np.float32)[..., None]
+        for setting in settings:
+            false_faces[setting] += int(search_with(photo, setting).found)
+
+    def accuracy(key, n) -> str:
+        batch = np.stack(crops[key]).astype(np.float32)[..., None]
         answers = (predict_proba(model, batch) + predict_proba(model, batch[:, :, ::-1])) / 2
-        accuracy = float(np.mean(answers.argmax(axis=1) == labels))
-        print(f"| {name} | " + " | ".join(str(counts[name][k]) for k in keys) +
-              f" | {accuracy:.1%} | {seconds[name] * 1000 / len(faces):.1f} | {false_faces[name]}/{args.no_face} |")
+        return f"{np.mean(answers.argmax(axis=1) == labels[:n]):.1%}"
+
+    print(f"\n{len(faces)} FER2013 PublicTest faces pasted into face-free photos ({args.turned} of them also turned "
+          f"90 degrees); {args.no_face} face-free photos; answers by {args.model.stem} (with the mirror image)")
+    for kind, n in (("upright", len(faces)), ("turned", min(args.turned, len(faces)))):
+        if not n:
+            continue
+        keys = sorted({k for s in settings for k in counts[kind, s]})
+        extra = " | ms / photo | false faces in face-free photos" if kind == "upright" else ""
+        print(f"\n{kind} photos ({n}):\n\n| search | " + " | ".join(keys) + f" | accuracy{extra} |")
+        print("|" + "---|" * (len(keys) + (4 if kind == "upright" else 2)))
+        for setting in settings:
+            cells = " | ".join(str(counts[kind, setting][k]) for k in keys)
+            more = f" | {seconds[setting] * 1000 / len(faces):.1f} | {false_faces[setting]}/{args.no_face}" if kind == "upright" else ""
+            print(f"| {setting_name(setting)} | {cells} | {accuracy((kind, setting), n)}{more} |")
     return 0
 
 

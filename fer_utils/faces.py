@@ -196,6 +196,13 @@ class FaceSearch:
     def boxes(self) -> list[Box]:
         return [face.box for face in self.faces if face.box is not None]
 
+    def found_by(self, face: Face) -> str:
+        """Which step found ``face``: ``"mtcnn"``, ``"haar"``, ``"mtcnn second look"`` (lower
+        thresholds, so perhaps not a face), or ``""`` for the whole image."""
+        if face.detection is None:
+            return ""
+        return "mtcnn second look" if self.second_look else face.detection.detector
+
     @property
     def note(self) -> str:
         """One or two sentences for people: how many faces, which detector, or why none."""

@@ -601,12 +601,13 @@ class Analysis:
             "rotation_degrees": search.rotation,
             "image_size_wh": list(search.image_size),
             "notes": self.all_notes,
-            "faces": [result.as_dict() for result in self.faces],
+            "faces": [{**result.as_dict(), "found_by": search.found_by(result.face)} for result in self.faces],
             "server_ms": {step: round(seconds * 1000, 1) for step, seconds in self.seconds.items()},
         }
 
 
-ROW_FACE_COLUMNS = ("face", "faces_in_image", "whole_image", "box_x", "box_y", "box_w", "box_h", "rotation", "detector")
+ROW_FACE_COLUMNS = ("face", "faces_in_image", "whole_image", "box_x", "box_y", "box_w", "box_h", "rotation", "detector",
+                    "found_by", "detector_score")
 
 
 def row_columns(models: ModelSet, keys: list[str] | tuple[str, ...], context: tuple[str, ...] = ()) -> list[str]:
@@ -620,14 +621,17 @@ def row_columns(models: ModelSet, keys: list[str] | tuple[str, ...], context: tu
 
 def analysis_rows(analysis: Analysis, **context: Any) -> list[dict[str, Any]]:
     """One flat row per face (CSV/JSONL): ``context`` first (file, frame, time...), then the face,
-    its box, the detector, and per model ``<key>_label`` and ``<key>_<class>`` probabilities."""
+    its box, the detector asked for, the step that found the face and its score (``found_by``:
+    ``mtcnn second look`` marks a face found at lower thresholds, perhaps not one), and per model
+    ``<key>_label`` and ``<key>_<class>`` probabilities."""
     rows = []
     search = analysis.search
     for result in analysis.faces:
-        box = result.face.box
+        box, score = result.face.box, result.face.detection.score if result.face.detection else None
         row: dict[str, Any] = dict(context)
         values = (result.number, len(search.boxes), search.whole_image, *(box.as_list() if box else [None] * 4),
-                  search.rotation, search.detector)
+                  search.rotation, search.detector, search.found_by(result.face),
+                  round(score, 4) if score is not None else None)
         row.update(zip(ROW_FACE_COLUMNS, values))
         for prediction in result.predictions:
             row[f"{prediction.key}_label"] = prediction.label

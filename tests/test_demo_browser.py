@@ -39,7 +39,7 @@ sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
 if not (os.path.isfile(CHROMIUM) and os.access(CHROMIUM, os.X_OK)):
     pytest.skip(f"{CHROMIUM} is absent: install it with `apt-get install -y chromium`", allow_module_level=True)
 try:
-    from playwright.sync_api import sync_playwright
+    from playwright.sync_api import expect, sync_playwright
 except ImportError:
     pytest.skip("the playwright package is absent: `pip install playwright` (no browser download needed)",
                 allow_module_level=True)
@@ -58,8 +58,8 @@ def test_browser_upload_shows_five_predictions(tmp_path):
             page = browser.new_page(viewport={"width": 1400, "height": 1200})
             page.goto(url, wait_until="load", timeout=60_000)
             page.wait_for_selector("input[type=file]", state="attached", timeout=60_000)
-            for name in names.values():
-                assert page.get_by_role("tab", name=name).count() == 1, name
+            for name in names.values():  # the tabs render after the upload box: wait for each (a busy CI once missed one)
+                expect(page.get_by_role("tab", name=name)).to_have_count(1, timeout=60_000)
             page.locator("input[type=file]").first.set_input_files(str(photo))
             for key in ALL_MODELS:
                 page.wait_for_selector(f"#label-{key} [data-testid=label-output-value]", timeout=90_000)

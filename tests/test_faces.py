@@ -295,6 +295,7 @@ def test_where_neither_detector_finds_a_face_upright_mtcnn_looks_again_at_lower_
     inter = max(0, min(a.x + a.w, b.x + b.w) - max(a.x, b.x)) * max(0, min(a.y + a.h, b.y + b.h) - max(a.y, b.y))
     assert inter / (a.area + b.area - inter) > 0.8, "the same face as the first pass finds unhindered"
     assert "MTCNN at lower thresholds (a second look; confidence 0.99), so it may not be a face" in search.note
+    assert search.found_by(search.faces[0]) == "mtcnn second look"
     without = find_faces(rgb, "mtcnn", second_look=False)
     assert not without.second_look and (without.whole_image or without.rotation), "without it, nothing upright"
 

@@ -104,6 +104,8 @@ def test_csv_has_a_row_per_face_and_per_sampled_video_frame(csv_run, folder):
     assert clip["face"].tolist() == [1, 0]
     assert clip["ensemble_label"].isna().tolist() == [False, True]
     assert set(table["detector"]) == {"haar"}
+    assert set(table["found_by"].dropna()) == {"haar"} and table["detector_score"].isna().all(), "Haar gives no score"
+    assert pd.isna(rows_of(table, "coffee_no_face.jpg")["found_by"]).all(), "the whole image: found by nothing"
     assert str(folder / "nested" / "two_portraits.jpg") in set(table["file"])
     for key in MODEL_KEYS:
         columns = [f"{key}_label", *(f"{key}_{name}" for name in CLASSES)]
@@ -157,6 +159,7 @@ def test_one_model_with_mtcnn_gives_only_its_columns_and_reports_a_skipped_file(
         "two_portraits.jpg", "two_portraits.jpg", "astronaut.jpg"]  # command-line order
     assert table["face"].tolist() == [1, 2, 1] and set(table["detector"]) == {"mtcnn"}
     assert not table["whole_image"].any()
+    assert set(table["found_by"]) == {"mtcnn"} and table["detector_score"].between(0.8, 1).all(), "how each face was found"
 
 
 @pytest.mark.parametrize("extra, message", [
