@@ -118,9 +118,12 @@ def search_with(photo: np.ndarray, thresholds: tuple[float, float, float] | None
     """``find_faces`` as the app calls it, with the second look at ``thresholds`` (None: without it)."""
     from fer_utils import faces
 
-    if thresholds is not None:
-        faces.SECOND_LOOK_THRESHOLDS = thresholds
-    return find_faces(photo, "mtcnn", second_look=thresholds is not None)
+    shipped = faces.SECOND_LOOK_THRESHOLDS
+    faces.SECOND_LOOK_THRESHOLDS = thresholds or shipped
+    try:
+        return find_faces(photo, "mtcnn", second_look=thresholds is not None)
+    finally:
+        faces.SECOND_LOOK_THRESHOLDS = shipped
 
 
 def setting_name(thresholds: tuple[float, float, float] | None) -> str:
