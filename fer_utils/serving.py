@@ -750,8 +750,8 @@ def predict_all(models: ModelSet, face: np.ndarray, keys: list[str] | tuple[str,
 
 def analyse_image(models: ModelSet, image: np.ndarray, *, keys: list[str] | tuple[str, ...] | None = None,
                   detector: str = DEFAULT_DETECTOR, align: bool = True, normalize: str = DEFAULT_NORMALIZE,
-                  max_faces: int = MAX_FACES, try_rotations: bool = True, search: FaceSearch | None = None,
-                  notes: list[str] | None = None, mirror: bool = True) -> Analysis:
+                  max_faces: int = MAX_FACES, try_rotations: bool = True, second_look: bool = True,
+                  search: FaceSearch | None = None, notes: list[str] | None = None, mirror: bool = True) -> Analysis:
     """Every face in an RGB image, each through every model named (all when None).
 
     Pass ``search`` to reuse faces already found (the live tab carries them between frames).
@@ -763,7 +763,7 @@ def analyse_image(models: ModelSet, image: np.ndarray, *, keys: list[str] | tupl
     started = time.perf_counter()
     if search is None:
         search = find_faces(image, detector, align=align, normalize=normalize, max_faces=max_faces,
-                            try_rotations=try_rotations)
+                            try_rotations=try_rotations, second_look=second_look)
     found = time.perf_counter()
     faces = [FaceResult(number, face, predict_all(models, face.crop, keys, mirror=mirror))
              for number, face in enumerate(search.faces, start=1)]

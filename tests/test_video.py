@@ -356,3 +356,18 @@ def test_module_constants():
     assert video.MAX_FRAME_PIXELS == 3840 * 2160
     assert video.VIDEO_SUFFIXES == (".mp4", ".avi", ".webm", ".mov", ".mkv")
     assert issubclass(VideoInputError, ValueError)
+
+
+def test_frames_with_no_face_get_no_second_look_unless_asked(clips, monkeypatch):
+    """MTCNN's second look at lower thresholds runs on every frame where nothing is found, so a video
+    does without it by default (the next sampled frame usually finds the face); asked for, it runs."""
+    import fer_utils.faces as faces
+
+    looked = []
+    monkeypatch.setattr(faces, "_second_look", lambda rgb: looked.append(rgb.shape) or [])
+    path = clip(clips, ".mp4")
+    result = analyse_video(small_models(), path, every=5, keys=["scratch_cnn"], detector="mtcnn")
+    blank = [row for row in result.rows if row["face"] == 0]
+    assert len(blank) == 2 and looked == [], "frames 20 and 25 are blank, and no second look was taken"
+    analyse_video(small_models(), path, every=5, keys=["scratch_cnn"], detector="mtcnn", second_look=True)
+    assert looked == [(SIDE, SIDE, 3)] * 2, "one second look per blank frame"
