@@ -31,6 +31,7 @@ import threading
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
+from typing import Any
 
 import cv2
 import numpy as np
@@ -84,7 +85,7 @@ DEFAULT_MARGIN = 0.15  # of a box's side on every side; used only where no measu
 DETECT_PASSES: tuple[tuple[int, float], ...] = ((320, 1.15), (960, 1.15))
 MIN_FACE_PIXELS = 24  # the cascade's own window; smaller faces cannot be found
 MTCNN_MAX_SIDE = 1280  # MTCNN's pyramid on a 12 MP photo takes seconds; faces stay findable at this size
-MTCNN_MIN_SCORE = 0.8  # ONet's confidence: the mtcnn package's own default threshold, kept as it is
+MTCNN_MIN_SCORE = mtcnn_stages.ONET_THRESHOLD  # ONet's confidence: the mtcnn package's own default (0.8), kept as it is
 # Where neither MTCNN nor the Haar cascade finds a face, upright or turned, MTCNN looks once more at the
 # upright photo with its three stages' thresholds (PNet, RNet, ONet; the package's are 0.6, 0.7, 0.8) at
 # 0.5 and keeps its most confident face, rather than answer on the whole image. Measured on FER2013
@@ -602,11 +603,13 @@ def find_faces(
         if not found and detector == "mtcnn":  # a second opinion that fails differently, before turning the photo
             found = detect(turned, "haar")
         if found:
-            return _search_result(turned, found, rotation, failed, False, align, framing, size, max_faces, common)
+            return _search_result(turned, found, common, align=align, framing=framing, size=size, max_faces=max_faces,
+                                  rotation=rotation, detector_failed=failed)
     if second_look and detector == "mtcnn" and not failed:  # the last chance before the whole image
         found = _second_look(rgb)
         if found:
-            return _search_result(rgb, found, 0, failed, True, align, framing, size, max_faces, common)
+            return _search_result(rgb, found, common, align=align, framing=framing, size=size, max_faces=max_faces,
+                                  second_look=True)
     reason = no_face_reason(rgb)
     if not reason and try_rotations:
         reason = ("No face was found upright or turned by 90, 180 or 270 degrees; a face turned sideways "
@@ -616,15 +619,15 @@ def find_faces(
                       detector_failed=failed, **common)
 
 
-def _search_result(rgb: np.ndarray, found: list[Detection], rotation: int, failed: bool, second_look: bool,
-                   align: bool, framing: Framing | None, size: int, max_faces: int, common: dict) -> FaceSearch:
+def _search_result(rgb: np.ndarray, found: list[Detection], common: dict, *, align: bool, framing: Framing | None,
+                   size: int, max_faces: int, **how: Any) -> FaceSearch:
+    """The faces ``found`` in ``rgb``, cropped; ``how`` holds :class:`FaceSearch`'s fields on how they were found."""
     gray = to_gray(rgb)
     faces = []
     for detection in found[:max_faces]:
         crop = align_face(gray, detection, framing, size) if align else crop_face(gray, detection.box, size=size)
         faces.append(Face(normalize_face(crop, common["normalize"]), detection))
-    return FaceSearch(faces, image_size=(rgb.shape[1], rgb.shape[0]), rotation=rotation, total_found=len(found),
-                      detector_failed=failed, second_look=second_look, **common)
+    return FaceSearch(faces, image_size=(rgb.shape[1], rgb.shape[0]), total_found=len(found), **how, **common)
 
 
 def _second_look(rgb: np.ndarray) -> list[Detection]:
