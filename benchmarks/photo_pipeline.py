@@ -18,6 +18,10 @@ path does by default, averaged with its mirror image (``--mirror``), and reports
 With ``--fer-csv`` it also measures each photometric step on FER2013 **PublicTest** crops (the
 selection split, never PrivateTest), so a step that only helps photos is visible.
 
+``--lighting dark flat ...`` repeats everything with the light changed first (:data:`LIGHTING`:
+the photos before the face search, so finding the face is tested too, and the PublicTest crops):
+how well each photometric step copes with a dim room, a flat or an over-exposed picture.
+
 The photos are for evaluation only: nothing here trains or selects model weights, and the
 pipeline's defaults are chosen from these figures together with PublicTest's (see benchmarks/README.md).
 """
@@ -42,6 +46,21 @@ from fer_utils.faces import DETECTORS, NORMALIZATIONS, find_faces, normalize_fac
 from fer_utils.imaging import ImageInputError, decode_image  # noqa: E402
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".gif")
+#: Changes of light, on 0-255 pixels: round, common settings, not fitted to any photo set.
+LIGHTING = {
+    "as_taken": lambda x: x,
+    "dark": lambda x: x * 0.35,  # about 1.5 stops under-exposed
+    "flat": lambda x: 128 + (x - 128) * 0.4,  # low contrast: haze, a screen photographed
+    "bright": lambda x: x + 70,  # over-exposed
+    "dim_flat": lambda x: 40 + x * 0.3,  # a dim, flat room: dark and low contrast at once
+}
+
+
+def relight(image: np.ndarray, lighting: str) -> np.ndarray:
+    """``image`` (uint8) under one of :data:`LIGHTING`'s changes, clipped back to uint8."""
+    if lighting == "as_taken":
+        return image
+    return np.clip(np.rint(LIGHTING[lighting](np.asarray(image, dtype=np.float32))), 0, 255).astype(np.uint8)
 
 
 def labelled_photos(root: Path, class_names: tuple[str, ...]) -> list[tuple[Path, int]]:
@@ -102,11 +121,11 @@ def scores(probabilities: dict[str, np.ndarray], labels: np.ndarray, class_names
 def recall_markdown(rows: list[dict], key: str, class_names) -> str:
     """Each class's recall for one model (the ensemble where there is one), per pipeline row: which
     expressions the photos lose."""
-    lines = [f"Recall per class, {key}:", "", "| detector | aligned | normalize | mirror | " + " | ".join(class_names) + " |",
-             "|" + "---|" * (4 + len(class_names))]
+    lines = [f"Recall per class, {key}:", "", "| lighting | detector | aligned | normalize | mirror | " + " | ".join(class_names) + " |",
+             "|" + "---|" * (5 + len(class_names))]
     for row in rows:
         recall = row["models"][key]["recall"]
-        lines.append(f"| {row['detector']} | {'yes' if row['aligned'] else 'no'} | {row['normalize']} | "
+        lines.append(f"| {row.get('lighting', 'as_taken')} | {row['detector']} | {'yes' if row['aligned'] else 'no'} | {row['normalize']} | "
                      f"{'yes' if row.get('mirror', False) else 'no'} | "
                      + " | ".join(f"{recall[name]:.2f}" for name in class_names) + " |")
     return "\n".join(lines)
@@ -121,7 +140,7 @@ def confusion_figure(rows: list[dict], key: str, class_names, path: Path) -> Pat
     size = 1.0 + 0.75 * len(class_names)
     figure = Figure(figsize=((size + 1.2) * len(rows), size + 0.4), layout="constrained")
     for i, row in enumerate(rows):
-        title = (f"{key}: {row['detector']}, {'aligned' if row['aligned'] else 'not aligned'}, {row['normalize']}"
+        title = (f"{key}: {row.get('lighting', 'as_taken')}, {row['detector']}, {'aligned' if row['aligned'] else 'not aligned'}, {row['normalize']}"
                  f"{', mirror' if row.get('mirror') else ''} ({row['models'][key]['accuracy']:.1%})")
         plot_confusion_matrix(row["models"][key]["confusion"], class_names, normalize=True, title=title,
                               ax=figure.add_subplot(1, len(rows), i + 1))
@@ -129,7 +148,7 @@ def confusion_figure(rows: list[dict], key: str, class_names, path: Path) -> Pat
 
 
 def run_photos(models, photos, detectors, aligns, normalizations, also: dict | None = None,
-               mirrors: tuple[bool, ...] = (True,)) -> list[dict]:
+               mirrors: tuple[bool, ...] = (True,), lightings: tuple[str, ...] = ("as_taken",)) -> list[dict]:
     from tqdm import tqdm
 
     class_names = next(iter(models)).class_names
@@ -143,56 +162,60 @@ def run_photos(models, photos, detectors, aligns, normalizations, also: dict | N
             raise SystemExit(f"error: {path}: {error}")
     decode_ms = (time.perf_counter() - started) * 1000 / len(photos)
     rows = []
-    for detector in detectors:
-        for align in aligns:
-            crops: dict[str, list[np.ndarray]] = {n: [] for n in normalizations}
-            found = 0
-            rotated = 0
-            started = time.perf_counter()
-            for rgb in tqdm(decoded, desc=f"{detector}, {'aligned' if align else 'not aligned'}", unit="photo"):
-                search = find_faces(rgb, detector, align=align, normalize="none")
-                found += int(search.found)
-                rotated += int(search.rotation != 0)
-                for normalize in normalizations:
-                    crops[normalize].append(normalize_face(search.faces[0].crop, normalize))
-            face_ms = (time.perf_counter() - started) * 1000 / len(decoded)
+    for lighting, detector, align in ((l, d, a) for l in lightings for d in detectors for a in aligns):
+        crops: dict[str, list[np.ndarray]] = {n: [] for n in normalizations}
+        found = 0
+        rotated = 0
+        started = time.perf_counter()
+        for rgb in tqdm(decoded, desc=f"{lighting}, {detector}, {'aligned' if align else 'not aligned'}", unit="photo"):
+            search = find_faces(relight(rgb, lighting), detector, align=align, normalize="none")
+            found += int(search.found)
+            rotated += int(search.rotation != 0)
             for normalize in normalizations:
-                for mirror in mirrors:
-                    probabilities = network_predictions(models, np.stack(crops[normalize]), also, mirror)
-                    rows.append({
-                        "detector": detector, "aligned": align, "normalize": normalize, "mirror": mirror,
-                        "photos": len(photos), "faces_found": found, "found_fraction": round(found / len(photos), 4),
-                        "found_after_turning": rotated,
-                        "ms_per_photo": round(decode_ms + face_ms, 1),
-                        "models": scores(probabilities, labels, class_names),
-                    })
+                crops[normalize].append(normalize_face(search.faces[0].crop, normalize))
+        face_ms = (time.perf_counter() - started) * 1000 / len(decoded)
+        for normalize in normalizations:
+            for mirror in mirrors:
+                probabilities = network_predictions(models, np.stack(crops[normalize]), also, mirror)
+                rows.append({
+                    "lighting": lighting, "detector": detector, "aligned": align, "normalize": normalize, "mirror": mirror,
+                    "photos": len(photos), "faces_found": found, "found_fraction": round(found / len(photos), 4),
+                    "found_after_turning": rotated,
+                    "ms_per_photo": round(decode_ms + face_ms, 1),
+                    "models": scores(probabilities, labels, class_names),
+                })
     return rows
 
 
-def run_fer_crops(models, csv_path: str, normalizations, also: dict | None = None, mirror: bool = True) -> dict[str, dict]:
-    """Each photometric step on FER2013 PublicTest crops (the selection split)."""
+def run_fer_crops(models, csv_path: str, normalizations, also: dict | None = None, mirror: bool = True,
+                  lightings: tuple[str, ...] = ("as_taken",)) -> dict[str, dict]:
+    """Each photometric step on FER2013 PublicTest crops (the selection split), keyed
+    ``normalize`` (as taken) or ``lighting/normalize``."""
     from fer_utils.data import load_dataset
 
     val = load_dataset(csv_path).val
     class_names = next(iter(models)).class_names
     result = {}
-    for normalize in normalizations:
-        crops = np.stack([normalize_face(face.reshape(48, 48).astype(np.uint8), normalize) for face in val.images])
-        result[normalize] = scores(network_predictions(models, crops, also, mirror), val.labels, class_names)
+    for lighting in lightings:
+        faces = relight(np.asarray(val.images).reshape(len(val.images), 48, 48).astype(np.uint8), lighting)
+        for normalize in normalizations:
+            crops = np.stack([normalize_face(face, normalize) for face in faces])
+            key = normalize if lighting == "as_taken" else f"{lighting}/{normalize}"
+            result[key] = scores(network_predictions(models, crops, also, mirror), val.labels, class_names)
     return result
 
 
 def markdown(rows: list[dict], fer: dict | None, keys: list[str]) -> str:
-    head = "| detector | aligned | normalize | mirror | faces found | ms / photo | " + " | ".join(keys) + " |"
-    lines = [head, "|" + "---|" * (6 + len(keys))]
+    head = "| lighting | detector | aligned | normalize | mirror | faces found | ms / photo | " + " | ".join(keys) + " |"
+    lines = [head, "|" + "---|" * (7 + len(keys))]
     for row in rows:
         cells = [f"{row['models'][k]['accuracy']:.1%} / {row['models'][k]['macro_f1']:.3f}" for k in keys]
-        lines.append(f"| {row['detector']} | {'yes' if row['aligned'] else 'no'} | {row['normalize']} | "
+        lines.append(f"| {row.get('lighting', 'as_taken')} | {row['detector']} | {'yes' if row['aligned'] else 'no'} | {row['normalize']} | "
                      f"{'yes' if row.get('mirror', False) else 'no'} | "
                      f"{row['faces_found']}/{row['photos']} ({row['found_fraction']:.1%}) | {row['ms_per_photo']} | "
                      + " | ".join(cells) + " |")
     if fer:
-        lines += ["", "FER2013 PublicTest crops (accuracy / macro-F1):", "",
+        lines += ["", "FER2013 PublicTest crops (accuracy / macro-F1; lighting/normalize):", "",
                   "| normalize | " + " | ".join(keys) + " |", "|" + "---|" * (1 + len(keys))]
         for normalize, by_model in fer.items():
             lines.append(f"| {normalize} | " + " | ".join(
@@ -211,6 +234,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--mirror", choices=("yes", "no", "both"), default="both",
                         help="average each face with its mirror image as the serving path does (yes), "
                              "one pass (no), or report both (default)")
+    parser.add_argument("--lighting", nargs="+", default=["as_taken"], choices=list(LIGHTING),
+                        help="change the light first (photos and PublicTest crops), each in turn; default: as taken")
     parser.add_argument("--fer-csv", default=None, help="also measure each photometric step on FER2013 PublicTest")
     parser.add_argument("--json", type=Path, default=None, help="write every figure here")
     parser.add_argument("--figure", type=Path, default=None,
@@ -245,8 +270,9 @@ def main(argv: list[str] | None = None) -> int:
     photos = labelled_photos(Path(args.photos), class_names)
     aligns = [True] if args.no_unaligned else [False, True]
     mirrors = {"yes": (True,), "no": (False,), "both": (False, True)}[args.mirror]
-    rows = run_photos(models, photos, args.detectors, aligns, args.normalize, also, mirrors)
-    fer = run_fer_crops(models, args.fer_csv, args.normalize, also, mirrors[-1]) if args.fer_csv else None
+    lightings = tuple(args.lighting)
+    rows = run_photos(models, photos, args.detectors, aligns, args.normalize, also, mirrors, lightings)
+    fer = run_fer_crops(models, args.fer_csv, args.normalize, also, mirrors[-1], lightings) if args.fer_csv else None
     keys = list(rows[0]["models"])
     print(f"{len(photos)} photos from {args.photos}; models from {args.models_dir} (accuracy / macro-F1)\n")
     print(markdown(rows, fer, keys))
