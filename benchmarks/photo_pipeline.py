@@ -177,14 +177,39 @@ def run_photos(models, photos, detectors, aligns, normalizations, also: dict | N
         for normalize in normalizations:
             for mirror in mirrors:
                 probabilities = network_predictions(models, np.stack(crops[normalize]), also, mirror)
+                gaps = ensemble_gaps(models, probabilities, labels)
                 rows.append({
                     "lighting": lighting, "detector": detector, "aligned": align, "normalize": normalize, "mirror": mirror,
                     "photos": len(photos), "faces_found": found, "found_fraction": round(found / len(photos), 4),
                     "found_after_turning": rotated,
                     "ms_per_photo": round(decode_ms + face_ms, 1),
                     "models": scores(probabilities, labels, class_names),
+                    "ensemble_gaps": gaps,
                 })
     return rows
+
+
+def ensemble_gaps(models, probabilities: dict[str, np.ndarray], labels: np.ndarray) -> dict[str, dict]:
+    """Each shipped ensemble's accuracy minus its best member's, and whether any member reads above it
+    beyond chance (:func:`fer_utils.evaluation.gap_to_best_member`): on a few hundred photos, a
+    member picked as best on the very photos it is compared on reads high by luck alone."""
+    from dataclasses import asdict
+
+    from fer_utils.evaluation import gap_to_best_member
+
+    gaps = {}
+    for loaded in models:
+        if loaded.is_ensemble:
+            gap = gap_to_best_member(labels, probabilities[loaded.key], {m.key: probabilities[m.key] for m in loaded.members})
+            gaps[loaded.key] = {**asdict(gap), "below": gap.below, "sentence": gap.sentence()}
+    return gaps
+
+
+def gap_lines(rows: list[dict]) -> list[str]:
+    """The gap of each row's ensemble(s) to the best member, one readable line each."""
+    return [f"{row.get('lighting', 'as_taken')}, {row['detector']}, {'aligned' if row['aligned'] else 'not aligned'}, "
+            f"{row['normalize']}{', mirror' if row.get('mirror') else ''}, {key}: {gap['sentence']}"
+            for row in rows for key, gap in row.get("ensemble_gaps", {}).items()]
 
 
 def run_fer_crops(models, csv_path: str, normalizations, also: dict | None = None, mirror: bool = True,
@@ -277,6 +302,9 @@ def main(argv: list[str] | None = None) -> int:
     print(f"{len(photos)} photos from {args.photos}; models from {args.models_dir} (accuracy / macro-F1)\n")
     print(markdown(rows, fer, keys))
     shown = "ensemble" if "ensemble" in keys else keys[0]
+    lines = gap_lines(rows)
+    if lines:
+        print("\nThe ensemble against its best member, on these photos:\n\n" + "\n".join(f"- {line}" for line in lines))
     print("\n" + recall_markdown(rows, shown, class_names))
     if args.figure:
         print(f"\nconfusion matrices of {shown}: {confusion_figure(rows, shown, class_names, args.figure)}")

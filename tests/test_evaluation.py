@@ -322,3 +322,54 @@ def test_plot_image_grid_and_save_figure(tmp_path):
     assert out == tmp_path / "sub" / "grid.png"
     data = out.read_bytes()
     assert len(data) > 1000 and data[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+# --------------------------------------------------------------------------- #
+# The ensemble against its best member
+# --------------------------------------------------------------------------- #
+def _answers(labels: np.ndarray, right: np.ndarray, k: int = 7) -> np.ndarray:
+    """One-hot-ish probabilities, right where ``right`` is True and on the next class otherwise."""
+    predicted = np.where(right, labels, (labels + 1) % k)
+    return np.eye(k)[predicted] * 0.9 + 0.1 / k
+
+
+def test_gap_to_best_member_reads_the_accuracies_and_picks_the_best_member():
+    labels = np.arange(200) % 7
+    rng = np.random.default_rng(0)
+    ensemble_right = rng.random(200) < 0.5
+    fair_right = ensemble_right | (rng.random(200) < 0.3)  # right wherever the ensemble is, and more
+    members = {"weak": _answers(labels, rng.random(200) < 0.3), "fair": _answers(labels, fair_right)}
+    gap = ev.gap_to_best_member(labels, _answers(labels, ensemble_right), members)
+    assert gap.best == "fair" and gap.items == 200 and gap.members == 2
+    assert gap.gap == pytest.approx(ensemble_right.mean() - fair_right.mean()) and gap.gap < -0.1
+    assert (gap.ensemble_only, gap.member_only) == (0, int(np.sum(fair_right & ~ensemble_right)))
+    # all of the discordant items go the member's way: p = 2 * 0.5 ** n (Bonferroni over two members)
+    assert gap.best_p_value == pytest.approx(0.5 ** gap.member_only)
+    assert gap.p_value == pytest.approx(min(1.0, 2 * 0.5 ** gap.member_only))
+    assert gap.below and "some member is better than the ensemble beyond chance" in gap.sentence()
+
+
+def test_an_ensemble_as_good_as_its_members_is_not_called_below_them_on_a_small_set():
+    # eight members and the ensemble each right 55 % of the time, independently, on 213 items: the best
+    # of eight reads above the ensemble by luck alone (here by 6.6 points, 14 photos), and is not believed
+    labels = np.arange(213) % 7
+    rng = np.random.default_rng(3)
+    ensemble = _answers(labels, rng.random(213) < 0.55)
+    members = {f"m{i}": _answers(labels, rng.random(213) < 0.55) for i in range(8)}
+    gap = ev.gap_to_best_member(labels, ensemble, members)
+    best = max(float((p.argmax(1) == labels).mean()) for p in members.values())
+    assert gap.gap == pytest.approx(float((ensemble.argmax(1) == labels).mean()) - best) and gap.gap < -0.05
+    assert not gap.below and "no member is better than the ensemble beyond chance" in gap.sentence()
+    # the same 10-point gap to one member, on 20 times the items, is told
+    many = np.arange(213 * 20) % 7
+    told = ev.gap_to_best_member(many, _answers(many, np.arange(many.size) % 10 < 4),
+                                 {"m": _answers(many, np.arange(many.size) % 10 < 5)})
+    assert told.below and told.p_value < 1e-6
+
+
+def test_gap_to_best_member_rejects_no_members_and_mismatched_answers():
+    labels = np.arange(14) % 7
+    with pytest.raises(ValueError, match="no member"):
+        ev.gap_to_best_member(labels, _answers(labels, labels > 2), {})
+    with pytest.raises(ValueError, match="shape"):
+        ev.gap_to_best_member(labels, _answers(labels, labels > 2), {"m": np.full((14, 3), 1 / 3)})

@@ -10,6 +10,7 @@ import shutil
 import sys
 
 import numpy as np
+import pytest
 
 TESTS = pathlib.Path(__file__).resolve().parent
 ROOT = TESTS.parent
@@ -44,6 +45,12 @@ def test_the_photo_benchmark_reports_recall_and_confusion_with_and_without_the_m
             for i, name in enumerate(CLASSES):
                 expected = confusion[i, i] / confusion[i].sum() if confusion[i].sum() else 0.0
                 assert figures["recall"][name] == round(float(expected), 4)
+        gap = row["ensemble_gaps"]["ensemble"]  # the ensemble against its two members, on these three photos
+        members = {key: row["models"][key]["accuracy"] for key in ("scratch_cnn", "mobilenetv2")}
+        assert gap["best"] == max(members, key=members.get) and gap["items"] == 3 and gap["members"] == 2
+        assert gap["gap"] == pytest.approx(row["models"]["ensemble"]["accuracy"] - max(members.values()), abs=1e-4)
+        assert gap["below"] is False, "three photos can never show a member better beyond chance"
     printed = capsys.readouterr().out
+    assert "The ensemble against its best member, on these photos:" in printed and "over all 2 members (Bonferroni)" in printed
     assert "Recall per class, ensemble:" in printed and "| haar | yes | none | yes |" in printed
     assert figure.read_bytes()[:4] == b"\x89PNG"
