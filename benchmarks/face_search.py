@@ -9,7 +9,8 @@ may measure on besides JAFFE (posed, frontal, every face found). So this builds 
 90-170 px and blended into a 480x360 piece of one of scikit-image's face-free sample photos (a cat,
 a rocket, coins, text, textures...). The same pieces without a face measure false faces. Each photo
 goes through ``fer_utils.faces.find_faces`` as the app calls it, with MTCNN's second look at lower
-thresholds (one or more settings) and without it, and the first face's crop through one network
+thresholds (one or more settings) and without it, once more without the profile cascade (faces seen
+from the side, asked where nothing frontal is found upright or turned), and the first face's crop through one network
 (with the mirror image, as the app answers photos). A face counts as the pasted one where its box
 overlaps the pasted square by IoU 0.25 or more; one found only in a turned copy is always another
 (the pasted face is upright). The first ``--turned`` photos are also searched turned 90 degrees
@@ -36,7 +37,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from fer_utils.faces import SECOND_LOOK_THRESHOLDS as DEFAULT_SECOND_LOOK  # noqa: E402
-from fer_utils.faces import find_faces  # noqa: E402
+from fer_utils.faces import Box, find_faces  # noqa: E402
 
 #: scikit-image sample photos with no human face in them
 BACKGROUNDS = ("chelsea", "rocket", "coins", "page", "text", "brick", "grass", "gravel", "moon", "horse",
@@ -92,13 +93,6 @@ def paste_face(face: np.ndarray, photo: np.ndarray, rng: np.random.Generator) ->
     return out, (x, y, side, side)
 
 
-def iou(a, b) -> float:
-    x0, y0 = max(a[0], b[0]), max(a[1], b[1])
-    x1, y1 = min(a[0] + a[2], b[0] + b[2]), min(a[1] + a[3], b[1] + b[3])
-    inter = max(0, x1 - x0) * max(0, y1 - y0)
-    return inter / (a[2] * a[3] + b[2] * b[3] - inter)
-
-
 def outcome(search, truth, turned: bool = False) -> str:
     """What the search gave for a photo with a pasted face: which step found what. In a photo
     turned sideways (``turned``), a face found upright is not told right from wrong."""
@@ -108,29 +102,36 @@ def outcome(search, truth, turned: bool = False) -> str:
         return "a face in a turned copy"
     if turned:
         return "second look" if search.second_look else f"{search.faces[0].detection.detector}, upright"
-    box = search.faces[0].box
-    right = truth is not None and iou((box.x, box.y, box.w, box.h), truth) >= 0.25
+    right = truth is not None and search.faces[0].box.overlap(Box(*truth)) >= 0.25
     step = "second look" if search.second_look else search.faces[0].detection.detector
     return f"{step}: {'the pasted face' if right else 'another box'}"
 
 
-def search_with(photo: np.ndarray, thresholds: tuple[float, float, float] | None):
-    """``find_faces`` as the app calls it, with the second look at ``thresholds`` (None: without it)."""
+#: A setting: the second look's thresholds (None: without it), and whether the profile cascade looks.
+Setting = tuple[tuple[float, float, float] | None, bool]
+
+
+def search_with(photo: np.ndarray, setting: Setting):
+    """``find_faces`` as the app calls it, with the second look at the setting's thresholds (None:
+    without it) and with or without the profile cascade."""
     from fer_utils import faces
 
+    thresholds, profiles = setting
     shipped = faces.SECOND_LOOK_THRESHOLDS
     faces.SECOND_LOOK_THRESHOLDS = thresholds or shipped
     try:
-        return find_faces(photo, "mtcnn", second_look=thresholds is not None)
+        return find_faces(photo, "mtcnn", second_look=thresholds is not None, profiles=profiles)
     finally:
         faces.SECOND_LOOK_THRESHOLDS = shipped
 
 
-def setting_name(thresholds: tuple[float, float, float] | None) -> str:
+def setting_name(setting: Setting) -> str:
+    thresholds, profiles = setting
+    without = "" if profiles else ", without the profile cascade"
     if thresholds is None:
-        return "without the second look"
+        return "without the second look" + without
     default = "default, " if thresholds == DEFAULT_SECOND_LOOK else ""
-    return f"second look at {'/'.join(f'{t:g}' for t in thresholds)} ({default}PNet/RNet/ONet)"
+    return f"second look at {'/'.join(f'{t:g}' for t in thresholds)} ({default}PNet/RNet/ONet){without}"
 
 
 def main(argv=None) -> int:
@@ -153,7 +154,8 @@ def main(argv=None) -> int:
     from fer_utils.evaluation import predict_proba
     from fer_utils.model_io import load_model
 
-    settings = [*(tuple(t) for t in (args.thresholds or [DEFAULT_SECOND_LOOK])), None]
+    settings: list[Setting] = [*((tuple(t), True) for t in (args.thresholds or [DEFAULT_SECOND_LOOK])),
+                               (DEFAULT_SECOND_LOOK, False), (None, True)]
     rng = np.random.default_rng(args.seed)
     photos = sample_photos()
     val = load_dataset(args.fer_csv).val

@@ -67,6 +67,7 @@ __all__ = [
     "draw_faces",
     "draw_face_boxes",
     "warm_up_detector",
+    "detect_profiles",
 ]
 
 FACE_SIZE = 48
@@ -83,6 +84,13 @@ DEFAULT_NORMALIZE = "tone"
 # alt2 rather than "default": on the LFW faces scikit-image bundles it found 98/100 faces (default 97)
 # with no false alarms on 100 non-faces, and it runs about twice as fast on the example photos.
 CASCADE_FILE = "haarcascade_frontalface_alt2.xml"
+# OpenCV's cascade for faces seen from the side (trained on faces looking one way; the mirror image
+# finds the other), as film stills and candid photos often show them. Asked only where neither MTCNN
+# nor the frontal cascade finds a face upright or turned, before MTCNN's second look. On FER2013
+# PublicTest faces pasted into face-free photos (benchmarks/face_search.py) it finds some faces
+# they miss and no false face in the face-free ones: benchmarks/README.md, "Face search".
+PROFILE_CASCADE_FILE = "haarcascade_profileface.xml"
+PROFILE = "haar_profile"  # Detection.detector of a face the profile cascade found
 DEFAULT_MARGIN = 0.15  # of a box's side on every side; used only where no measured framing applies
 # Haar detection passes, tried in turn until one finds a face: (longest side of the shrunk copy, the
 # cascade's scale step). The coarse pass is quick (a portrait's face is big); the fine one finds
@@ -131,6 +139,14 @@ class Box:
 
     def as_list(self) -> list[int]:
         return [self.x, self.y, self.w, self.h]
+
+    def overlap(self, other: "Box") -> float:
+        """Intersection over union with ``other``: 1 for the same box, 0 for boxes apart."""
+        width = min(self.x + self.w, other.x + other.w) - max(self.x, other.x)
+        height = min(self.y + self.h, other.y + other.h) - max(self.y, other.y)
+        inter = max(0, width) * max(0, height)
+        union = self.area + other.area - inter
+        return inter / union if union else 0.0
 
 
 @dataclass(frozen=True)
@@ -203,8 +219,9 @@ class FaceSearch:
         return [face.box for face in self.faces if face.box is not None]
 
     def found_by(self, face: Face) -> str:
-        """Which step found ``face``: ``"mtcnn"``, ``"haar"``, ``"mtcnn second look"`` (lower
-        thresholds, so perhaps not a face), or ``""`` for the whole image."""
+        """Which step found ``face``: ``"mtcnn"``, ``"haar"``, ``"haar_profile"`` (a face seen from
+        the side), ``"mtcnn second look"`` (lower thresholds, so perhaps not a face), or ``""`` for
+        the whole image."""
         if face.detection is None:
             return ""
         return "mtcnn second look" if self.second_look else face.detection.detector
@@ -230,6 +247,10 @@ class FaceSearch:
         fallback = self.faces[0].detection.detector != self.detector
         if fallback:
             who = failed if self.detector_failed else f"the Haar cascade ({self.detector.upper()} found none)"
+        if self.faces[0].detection.detector == PROFILE:
+            found_none = "MTCNN failed on this photo" if self.detector_failed else "no frontal face was found"
+            who = (f"the Haar profile cascade ({found_none}), seen from the side, where expressions are "
+                   "harder to read")
         if self.second_look:
             who = (f"MTCNN at lower thresholds (a second look; confidence {self.faces[0].detection.score:.2f}), "
                    "so it may not be a face")
@@ -284,7 +305,9 @@ class Framing:
                    tuple(data["haar_box"]), data.get("measured_on", ""))
 
     def box_for(self, detector: str) -> tuple[float, float, float, float]:
-        return self.haar_box if detector == "haar" else self.mtcnn_box
+        """Where ``detector``'s boxes sit in a FER2013 frame; the profile cascade's boxes, square
+        like the frontal cascade's, take its framing (FER2013 has too few profiles to measure)."""
+        return self.haar_box if detector in ("haar", PROFILE) else self.mtcnn_box
 
 
 @lru_cache(maxsize=1)
@@ -405,14 +428,18 @@ def _detect_mtcnn(rgb: np.ndarray, min_fraction: float, max_side: int = MTCNN_MA
     return sorted(detections, key=lambda d: d.box.area, reverse=True)
 
 
-def _haar() -> cv2.CascadeClassifier:
-    """One cascade per thread: loaded once, and never shared between threads (OpenCV does not promise that is safe)."""
-    detector = getattr(_local, "detector", None)
+def _haar(cascade: str = CASCADE_FILE) -> cv2.CascadeClassifier:
+    """One cascade of each kind per thread: loaded once, and never shared between threads (OpenCV
+    does not promise that is safe)."""
+    loaded = getattr(_local, "cascades", None)
+    if loaded is None:
+        loaded = _local.cascades = {}
+    detector = loaded.get(cascade)
     if detector is None:
-        detector = cv2.CascadeClassifier(cv2.data.haarcascades + CASCADE_FILE)
+        detector = cv2.CascadeClassifier(cv2.data.haarcascades + cascade)
         if detector.empty():
-            raise RuntimeError(f"OpenCV's face cascade {CASCADE_FILE} could not be loaded from {cv2.data.haarcascades}")
-        _local.detector = detector
+            raise RuntimeError(f"OpenCV's face cascade {cascade} could not be loaded from {cv2.data.haarcascades}")
+        loaded[cascade] = detector
     return detector
 
 
@@ -422,8 +449,10 @@ def detect_faces(
     passes: tuple[tuple[int, float], ...] = DETECT_PASSES,
     min_neighbors: int = 5,
     min_fraction: float = 0.03,
+    cascade: str = CASCADE_FILE,
 ) -> list[Box]:
-    """Frontal faces by the Haar cascade in a grey image, largest first.
+    """Frontal faces by the Haar cascade in a grey image, largest first (or, with ``cascade``,
+    what another of OpenCV's cascades finds).
 
     Detection first runs on a copy shrunk to ``passes[0][0]`` pixels (a big photo at full size
     takes seconds); only when that finds nothing does it look again at the next, larger size,
@@ -438,14 +467,14 @@ def detect_faces(
         if scale in tried:
             break
         tried.add(scale)
-        boxes = _haar_at_scale(gray, scale, scale_factor, min_neighbors, min_fraction)
+        boxes = _haar_at_scale(gray, scale, scale_factor, min_neighbors, min_fraction, cascade)
         if boxes or scale == 1.0:
             return boxes
     return []
 
 
 def _haar_at_scale(gray: np.ndarray, scale: float, scale_factor: float, min_neighbors: int,
-                   min_fraction: float) -> list[Box]:
+                   min_fraction: float, cascade: str = CASCADE_FILE) -> list[Box]:
     height, width = gray.shape
     if scale < 1.0:
         small = cv2.resize(gray, (max(1, round(width * scale)), max(1, round(height * scale))), interpolation=cv2.INTER_AREA)
@@ -454,7 +483,7 @@ def _haar_at_scale(gray: np.ndarray, scale: float, scale_factor: float, min_neig
     min_side = max(MIN_FACE_PIXELS, int(min_fraction * min(small.shape)))
     if min(small.shape) < min_side:
         return []
-    found = _haar().detectMultiScale(
+    found = _haar(cascade).detectMultiScale(
         small, scaleFactor=scale_factor, minNeighbors=min_neighbors, minSize=(min_side, min_side)
     )
     boxes = [
@@ -462,6 +491,21 @@ def _haar_at_scale(gray: np.ndarray, scale: float, scale_factor: float, min_neig
         for (x, y, w, h) in (found if len(found) else [])
     ]
     return sorted(boxes, key=lambda box: box.area, reverse=True)
+
+
+def detect_profiles(gray: np.ndarray, *, min_fraction: float = 0.03) -> list[Detection]:
+    """Faces seen from the side, by OpenCV's profile cascade on the photo and on its mirror image
+    (the cascade knows faces looking one way), largest first; one face found both ways is kept once."""
+    gray = to_gray(gray)
+    width = gray.shape[1]
+    boxes = detect_faces(gray, min_fraction=min_fraction, cascade=PROFILE_CASCADE_FILE)
+    mirrored = detect_faces(np.ascontiguousarray(gray[:, ::-1]), min_fraction=min_fraction, cascade=PROFILE_CASCADE_FILE)
+    boxes += [Box(width - box.x - box.w, box.y, box.w, box.h) for box in mirrored]
+    kept: list[Box] = []
+    for box in sorted(boxes, key=lambda b: b.area, reverse=True):
+        if all(box.overlap(other) < 0.3 for other in kept):
+            kept.append(box)
+    return [Detection(box, None, None, PROFILE) for box in kept]
 
 
 # ----------------------------------------------------------------------------- crops
@@ -583,6 +627,7 @@ def find_faces(
     max_faces: int = MAX_FACES,
     try_rotations: bool = True,
     second_look: bool = True,
+    profiles: bool = True,
     framing: Framing | None = None,
     size: int = FACE_SIZE,
 ) -> FaceSearch:
@@ -590,8 +635,9 @@ def find_faces(
 
     A small square image is used as it is (a face crop already). Where MTCNN finds nothing, or
     fails on the photo, the Haar cascade is asked too (they fail on different faces); with no face
-    upright, the 90/180/270 degree turns are tried; where none finds one either, MTCNN takes a second
-    look at the upright photo at lower thresholds (:data:`SECOND_LOOK_THRESHOLDS`, its most
+    upright, the 90/180/270 degree turns are tried; where none finds one either, the profile
+    cascade looks at the upright photo for faces seen from the side (``profiles``,
+    :func:`detect_profiles`); then MTCNN takes a second look at the upright photo at lower thresholds (:data:`SECOND_LOOK_THRESHOLDS`, its most
     confident face only); with none at all, the whole image is the one "face" and
     :attr:`FaceSearch.reason` says why where it can tell.
     """
@@ -615,6 +661,11 @@ def find_faces(
         if found:
             return _search_result(turned, found, common, align=align, framing=framing, size=size, max_faces=max_faces,
                                   rotation=rotation, detector_failed=failed)
+    if profiles:  # after the turns, which it would take sideways photos from (benchmarks/README.md)
+        found = detect_profiles(rgb)
+        if found:
+            return _search_result(rgb, found, common, align=align, framing=framing, size=size, max_faces=max_faces,
+                                  detector_failed=failed)
     if second_look and detector == "mtcnn" and not failed:  # the last chance before the whole image
         found = _second_look(rgb)
         if found:

@@ -622,7 +622,8 @@ def row_columns(models: ModelSet, keys: list[str] | tuple[str, ...], context: tu
 def analysis_rows(analysis: Analysis, **context: Any) -> list[dict[str, Any]]:
     """One flat row per face (CSV/JSONL): ``context`` first (file, frame, time...), then the face,
     its box, the detector asked for, the step that found the face and its score (``found_by``:
-    ``mtcnn second look`` marks a face found at lower thresholds, perhaps not one), and per model
+    ``haar_profile`` marks a face seen from the side, ``mtcnn second look`` one found at lower
+    thresholds, perhaps not one), and per model
     ``<key>_label`` and ``<key>_<class>`` probabilities."""
     rows = []
     search = analysis.search
@@ -751,7 +752,8 @@ def predict_all(models: ModelSet, face: np.ndarray, keys: list[str] | tuple[str,
 def analyse_image(models: ModelSet, image: np.ndarray, *, keys: list[str] | tuple[str, ...] | None = None,
                   detector: str = DEFAULT_DETECTOR, align: bool = True, normalize: str = DEFAULT_NORMALIZE,
                   max_faces: int = MAX_FACES, try_rotations: bool = True, second_look: bool = True,
-                  search: FaceSearch | None = None, notes: list[str] | None = None, mirror: bool = True) -> Analysis:
+                  profiles: bool = True, search: FaceSearch | None = None, notes: list[str] | None = None,
+                  mirror: bool = True) -> Analysis:
     """Every face in an RGB image, each through every model named (all when None).
 
     Pass ``search`` to reuse faces already found (the live tab carries them between frames).
@@ -763,7 +765,7 @@ def analyse_image(models: ModelSet, image: np.ndarray, *, keys: list[str] | tupl
     started = time.perf_counter()
     if search is None:
         search = find_faces(image, detector, align=align, normalize=normalize, max_faces=max_faces,
-                            try_rotations=try_rotations, second_look=second_look)
+                            try_rotations=try_rotations, second_look=second_look, profiles=profiles)
     found = time.perf_counter()
     faces = [FaceResult(number, face, predict_all(models, face.crop, keys, mirror=mirror))
              for number, face in enumerate(search.faces, start=1)]

@@ -291,9 +291,7 @@ def test_where_neither_detector_finds_a_face_upright_mtcnn_looks_again_at_lower_
     assert search.found and search.second_look and search.rotation == 0 and len(search.faces) == 1
     found = search.faces[0].detection
     assert found.detector == "mtcnn" and found.landmarks is not None and found.score == pytest.approx(plain.score, abs=0.01)
-    a, b = found.box, plain.box
-    inter = max(0, min(a.x + a.w, b.x + b.w) - max(a.x, b.x)) * max(0, min(a.y + a.h, b.y + b.h) - max(a.y, b.y))
-    assert inter / (a.area + b.area - inter) > 0.8, "the same face as the first pass finds unhindered"
+    assert found.box.overlap(plain.box) > 0.8, "the same face as the first pass finds unhindered"
     assert "MTCNN at lower thresholds (a second look; confidence 0.99), so it may not be a face" in search.note
     assert search.found_by(search.faces[0]) == "mtcnn second look"
     without = find_faces(rgb, "mtcnn", second_look=False)
@@ -308,3 +306,56 @@ def test_mtcnn_on_photos_with_nothing_to_propose_finds_nothing_without_an_error(
     float_photo = np.full((64, 64, 3), 200.0, np.float32)
     mtcnn_stages.detect_faces(float_photo)
     assert np.all(float_photo == 200.0), "the caller's photo is not normalised in place"
+
+
+def test_box_overlap_is_intersection_over_union():
+    box = Box(10, 10, 20, 20)
+    assert box.overlap(box) == 1.0 and box.overlap(Box(100, 100, 5, 5)) == 0.0
+    assert box.overlap(Box(20, 10, 20, 20)) == pytest.approx(1 / 3), "half of each: 200 shared of 600"
+
+
+def test_the_profile_cascade_is_asked_only_where_no_frontal_face_is_found(monkeypatch):
+    """A frontal face is found as before, without the profile cascade's cost; a photo with no face
+    stays a whole-image answer (the cascade finds no false face in it)."""
+    import fer_utils.faces as faces
+
+    assert faces.detect_profiles(photo("coffee_no_face.jpg")) == []
+    assert find_faces(photo("coffee_no_face.jpg"), "mtcnn").whole_image
+    monkeypatch.setattr(faces, "detect_profiles", lambda *args, **kwargs: pytest.fail("asked for a frontal face"))
+    search = find_faces(photo("grace_hopper.jpg"), "mtcnn")
+    assert search.found and search.found_by(search.faces[0]) == "mtcnn"
+
+
+#: PublicTest faces turned from the camera that neither MTCNN nor the frontal cascade finds when
+#: pasted into a plain photo (found by scanning PublicTest's first 1,500 faces so).
+TURNED_AWAY = (35, 893, 1484)
+
+
+def pasted_into_grey(face: np.ndarray) -> tuple[np.ndarray, Box]:
+    """A 48x48 face enlarged to 144 px in the middle of a plain 480x360 photo, and where it is."""
+    canvas = np.full((360, 480), 128, np.uint8)
+    canvas[108:252, 168:312] = cv2.resize(face, (144, 144), interpolation=cv2.INTER_CUBIC)
+    return np.stack([canvas] * 3, axis=-1), Box(168, 108, 144, 144)
+
+
+def test_a_face_seen_from_the_side_is_found_by_the_profile_cascade_both_ways(fer2013_csv):
+    """Real faces turned away, which the frontal detectors miss (without the profile step they are
+    answered on the whole image), are found where they are, and so are their mirror images: the
+    cascade knows faces looking one way, so it also looks at the mirrored photo and maps boxes back."""
+    from fer_utils.data import load_dataset
+    from fer_utils.faces import detect_profiles
+
+    val = load_dataset(fer2013_csv).val
+    for index in TURNED_AWAY:
+        rgb, truth = pasted_into_grey(val.images[index].reshape(48, 48).astype(np.uint8))
+        without = find_faces(rgb, "mtcnn", profiles=False, try_rotations=False, second_look=False)
+        assert without.whole_image, f"PublicTest face {index}: found without the profile cascade"
+        search = find_faces(rgb, "mtcnn")
+        assert search.found and search.rotation == 0 and search.found_by(search.faces[0]) == "haar_profile", index
+        assert search.faces[0].box.overlap(truth) >= 0.25, f"PublicTest face {index}: found elsewhere"
+        assert "Haar profile cascade (no frontal face was found), seen from the side" in search.note
+        assert search.faces[0].crop.shape == (48, 48) and search.faces[0].crop.std() > 10, "a real crop of the face"
+        width = rgb.shape[1]
+        mirrored = {(width - b.box.x - b.box.w, b.box.y, b.box.w, b.box.h)
+                    for b in detect_profiles(np.ascontiguousarray(rgb[:, ::-1]))}
+        assert mirrored == {(b.box.x, b.box.y, b.box.w, b.box.h) for b in detect_profiles(rgb)}, index
