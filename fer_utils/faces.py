@@ -637,9 +637,9 @@ def find_faces(
     fails on the photo, the Haar cascade is asked too (they fail on different faces); with no face
     upright, the 90/180/270 degree turns are tried; where none finds one either, the profile
     cascade looks at the upright photo for faces seen from the side (``profiles``,
-    :func:`detect_profiles`); then MTCNN takes a second look at the upright photo at lower thresholds (:data:`SECOND_LOOK_THRESHOLDS`, its most
-    confident face only); with none at all, the whole image is the one "face" and
-    :attr:`FaceSearch.reason` says why where it can tell.
+    :func:`detect_profiles`); then MTCNN takes a second look at the upright photo at lower
+    thresholds (:data:`SECOND_LOOK_THRESHOLDS`, its most confident face only); with none at all,
+    the whole image is the one "face" and :attr:`FaceSearch.reason` says why where it can tell.
     """
     if normalize not in NORMALIZATIONS:
         raise ValueError(f"normalize must be one of {', '.join(NORMALIZATIONS)}, got {normalize!r}")

@@ -367,8 +367,8 @@ def analyse_video(
     three extra searches would cost most on the frames with no face. Nor does MTCNN take its second
     look at lower thresholds unless ``second_look``: it too runs on every frame with no face (+57 ms
     on a 600x400 one, +150 ms at 1280x720), and a face missed in one frame is usually found in the
-    next. Nor does the profile cascade look for faces seen from the side unless ``profiles`` (+135 ms
-    on a 600x400 frame with no face, +330 ms at 1280x720). ``mirror``: each face is
+    next. Nor does the profile cascade look for faces seen from the side unless ``profiles`` (the cascade
+    takes 135 ms on a 600x400 frame and 330 ms at 1280x720 where it finds nothing). ``mirror``: each face is
     answered with its mirror image averaged in, as photos are (:func:`fer_utils.serving.analyse_image`).
     """
     from .serving import analyse_image, analysis_rows, select
