@@ -299,6 +299,31 @@ def test_cosine_schedule_decays_to_one_percent_without_plateau_cuts(synthetic_sp
         TrainConfig(lr_schedule="step")
 
 
+def test_weight_averaging_validates_and_ends_with_the_averaged_weights(synthetic_splits, tmp_path):
+    config = TrainConfig(epochs=3, batch_size=64, learning_rate=3e-3, ema_momentum=0.9, verbose=0,
+                         early_stopping_patience=0, reduce_lr_patience=0)
+    build = lambda: models.build_scratch_cnn(7, filters=(8,), dense_units=(16,))  # noqa: E731
+    live = {}  # the weights as trained, at the end of the last epoch (SwapEMAWeights swaps only around validation)
+    recorder = keras.callbacks.LambdaCallback(
+        on_epoch_end=lambda epoch, logs: live.update(weights=[v.numpy() for v in recorder.model.trainable_variables]))
+    val = synthetic_splits["val"]
+    result = train_model(build, synthetic_splits["train"], val, config, tmp_path, extra_callbacks=[recorder])
+    model = result.model
+    averages = model.optimizer._model_variables_moving_average
+    for variable, average in zip(model.trainable_variables, averages):
+        np.testing.assert_allclose(variable.numpy(), average.numpy(), err_msg="the model ends with the averages")
+    moved = [not np.allclose(w, v.numpy()) for w, v in zip(live["weights"], model.trainable_variables)]
+    assert any(moved), "the averaged weights are not the last trained ones"
+    loss, accuracy = model.evaluate(make_dataset(val.images, val.labels, 64), verbose=0)
+    last = result.history.iloc[-1]
+    assert last["val_loss"] == pytest.approx(loss, rel=1e-4), "validation read the averaged weights"
+    assert last["val_accuracy"] == pytest.approx(accuracy, abs=1e-6)
+    with pytest.raises(ValueError, match="early_stopping_patience 0"):
+        TrainConfig(ema_momentum=0.999, early_stopping_patience=5)
+    with pytest.raises(ValueError, match="ema_momentum must be in"):
+        TrainConfig(ema_momentum=1.0, early_stopping_patience=0)
+
+
 def test_a_run_continues_from_a_saved_model_and_its_card_keeps_the_lineage(synthetic_splits, tmp_path):
     from fer_utils import experiment
 
