@@ -324,6 +324,39 @@ def test_weight_averaging_validates_and_ends_with_the_averaged_weights(synthetic
         TrainConfig(ema_momentum=1.0, early_stopping_patience=0)
 
 
+def test_a_killed_weight_averaging_run_resumes_with_its_averages(synthetic_splits, tmp_path):
+    """The averages are optimizer state: a resumed run must carry on from the ones the crash left,
+    not restart them from the trained weights (which would shorten the average to the resumed part)."""
+    config = TrainConfig(epochs=4, batch_size=64, learning_rate=3e-3, ema_momentum=0.9, verbose=0,
+                         early_stopping_patience=0, reduce_lr_patience=0)
+    build = lambda: models.build_scratch_cnn(7, filters=(8,), dense_units=(16,))  # noqa: E731
+    train, val = synthetic_splits["train"], synthetic_splits["val"]
+
+    def state(model):
+        return ([v.numpy() for v in model.trainable_variables],
+                [v.numpy() for v in model.optimizer._model_variables_moving_average], int(model.optimizer.iterations))
+
+    at_crash = {}
+    keep = keras.callbacks.LambdaCallback(on_epoch_end=lambda epoch, logs: at_crash.update(state=state(keep.model)))
+    with pytest.raises(KeyboardInterrupt):
+        train_model(build, train, val, config, tmp_path, extra_callbacks=[keep, _Crash(2)])
+    weights, averages, steps = at_crash["state"]
+    assert steps > 0 and not all(np.allclose(w, a) for w, a in zip(weights, averages))
+
+    at_resume = {}
+    probe = keras.callbacks.LambdaCallback(on_train_begin=lambda logs: at_resume.update(state=state(probe.model)))
+    result = train_model(build, train, val, config, tmp_path, extra_callbacks=[probe])
+    resumed_weights, resumed_averages, resumed_steps = at_resume["state"]
+    assert result.resumed and result.history["epoch"].tolist() == [0, 1, 2, 3]
+    assert resumed_steps == steps, "the optimizer's step count (and with it the averages' warm-up) carries on"
+    for saved, restored in zip(weights, resumed_weights):
+        np.testing.assert_array_equal(restored, saved, err_msg="the trained weights are restored, not the averages")
+    for saved, restored in zip(averages, resumed_averages):
+        np.testing.assert_array_equal(restored, saved, err_msg="the averages are restored")
+    for variable, average in zip(result.model.trainable_variables, result.model.optimizer._model_variables_moving_average):
+        np.testing.assert_allclose(variable.numpy(), average.numpy(), err_msg="the resumed run also ends with the averages")
+
+
 def test_a_run_continues_from_a_saved_model_and_its_card_keeps_the_lineage(synthetic_splits, tmp_path):
     from fer_utils import experiment
 
