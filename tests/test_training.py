@@ -326,7 +326,7 @@ def test_weight_averaging_validates_and_ends_with_the_averaged_weights(synthetic
 
 def test_a_killed_weight_averaging_run_resumes_with_its_averages(synthetic_splits, tmp_path):
     """The averages are optimizer state: a resumed run must carry on from the ones the crash left,
-    not restart them from the trained weights (which would shorten the average to the resumed part)."""
+    not start again as a fresh copy of the weights (which would shorten the average to the resumed part)."""
     config = TrainConfig(epochs=4, batch_size=64, learning_rate=3e-3, ema_momentum=0.9, verbose=0,
                          early_stopping_patience=0, reduce_lr_patience=0)
     build = lambda: models.build_scratch_cnn(7, filters=(8,), dense_units=(16,))  # noqa: E731
